@@ -1,0 +1,175 @@
+"""Mamba-1 language model in plain PyTorch.
+
+embedding -> n_layer x [residual add -> RMSNorm -> MambaMixer] -> add -> RMSNorm -> head
+
+The same function as mamba-ssm's ``MambaLMHeadModel`` (with ``fused_add_norm``
+and ``residual_in_fp32``) and transformers' ``MambaForCausalLM``. Parameter names
+follow mamba-ssm (``backbone.layers.N.mixer.in_proj.weight`` ...), so its
+checkpoints load with ``load_state_dict`` as they are.
+
+``forward(input_ids, cache)`` runs any number of tokens and, given an
+:class:`InferenceCache`, continues from it and updates it in place: prefill is
+one call with the prompt, decoding one call per token (never re-running the prefix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
+from quamba.kernels.selective_scan_ref import selective_scan_ref
+from quamba.models.config import MambaConfig
+
+__all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
+
+
+@dataclass
+class LayerCache:
+    conv_state: torch.Tensor  # (batch, d_inner, d_conv - 1): the last inputs of the conv
+    ssm_state: torch.Tensor   # (batch, d_inner, d_state), fp32
+
+
+@dataclass
+class InferenceCache:
+    layers: list[LayerCache]
+    seqlen_offset: int = 0
+
+    @classmethod
+    def allocate(cls, config: MambaConfig, batch: int, device, conv_dtype) -> "InferenceCache":
+        return cls([
+            LayerCache(
+                torch.zeros(batch, config.d_inner, config.d_conv - 1, device=device, dtype=conv_dtype),
+                torch.zeros(batch, config.d_inner, config.d_state, device=device, dtype=torch.float32),
+            )
+            for _ in range(config.n_layer)
+        ])
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalizes in fp32 and returns fp32: the caller casts (mamba-ssm's fused norm does the same)."""
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+
+
+class MambaMixer(nn.Module):
+    """One selective-SSM mixer: in_proj -> causal conv + SiLU -> x_proj -> dt_proj
+    -> selective scan (with D skip and SiLU(z) gate) -> out_proj.
+
+    ``x_proj_pre`` and ``out_proj_pre`` are identity by default. Equivalence-preserving
+    transforms (SmoothQuant's channel scaling, the Hadamard rotation of the SSM output)
+    put the online half of the transform there and fold its inverse into the
+    following weight, so the fp model still computes the same function.
+    """
+
+    def __init__(self, config: MambaConfig, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.config = config
+        d_inner, d_state, dt_rank = config.d_inner, config.d_state, config.dt_rank
+        self.in_proj = nn.Linear(config.d_model, 2 * d_inner, bias=config.bias, **kw)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, config.d_conv, groups=d_inner,
+                                padding=config.d_conv - 1, bias=config.conv_bias, **kw)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False, **kw)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True, **kw)
+        self.A_log = nn.Parameter(torch.empty(d_inner, d_state, **kw))
+        self.D = nn.Parameter(torch.empty(d_inner, **kw))
+        self.out_proj = nn.Linear(d_inner, config.d_model, bias=config.bias, **kw)
+        self.x_proj_pre: nn.Module = nn.Identity()
+        self.out_proj_pre: nn.Module = nn.Identity()
+
+    def forward(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        """hidden: (batch, seqlen, d_model) -> (batch, seqlen, d_model)."""
+        cfg = self.config
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        u, conv_state = causal_conv1d_ref(
+            x, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+            None if cache is None else cache.conv_state, activation="silu")
+        x_dbl = self.x_proj(self.x_proj_pre(u))
+        dt, B, C = torch.split(x_dbl, [cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        # dt_proj's bias is added inside the scan, before softplus, in fp32 (as mamba-ssm does).
+        dt = F.linear(dt, self.dt_proj.weight)
+        y, ssm_state = selective_scan_ref(
+            u, dt, -torch.exp(self.A_log.float()), B, C, self.D, z,
+            delta_bias=self.dt_proj.bias, delta_softplus=True,
+            initial_state=None if cache is None else cache.ssm_state)
+        if cache is not None:
+            cache.conv_state.copy_(conv_state)
+            cache.ssm_state.copy_(ssm_state)
+        return self.out_proj(self.out_proj_pre(y))
+
+
+class Block(nn.Module):
+    """residual += hidden; hidden = mixer(norm(residual)); the residual stays fp32."""
+
+    def __init__(self, config: MambaConfig, device=None, dtype=None):
+        super().__init__()
+        self.norm = RMSNorm(config.d_model, config.norm_eps, device=device, dtype=dtype)
+        self.mixer = MambaMixer(config, device=device, dtype=dtype)
+        self.residual_in_fp32 = config.residual_in_fp32
+
+    def forward(self, hidden, residual, cache: LayerCache | None = None):
+        residual = hidden.float() + residual.float() if residual is not None else hidden.float()
+        if not self.residual_in_fp32:
+            residual = residual.to(hidden.dtype)
+        normed = self.norm(residual).to(hidden.dtype)
+        return self.mixer(normed, cache), residual
+
+
+class Backbone(nn.Module):
+    def __init__(self, config: MambaConfig, device=None, dtype=None):
+        super().__init__()
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(Block(config, device=device, dtype=dtype) for _ in range(config.n_layer))
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps, device=device, dtype=dtype)
+
+
+class MambaLM(nn.Module):
+    """The language model. ``forward`` returns logits (batch, seqlen, vocab) in the model dtype."""
+
+    def __init__(self, config: MambaConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config, device=device, dtype=dtype)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False, device=device, dtype=dtype)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.embedding.weight.device
+
+    def allocate_cache(self, batch: int) -> InferenceCache:
+        return InferenceCache.allocate(self.config, batch, self.device, self.conv_state_dtype)
+
+    @property
+    def conv_state_dtype(self) -> torch.dtype:
+        return self.dtype
+
+    def hidden_states(self, input_ids: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+        """Final normed hidden states (batch, seqlen, d_model) in the model dtype."""
+        hidden = self.backbone.embedding(input_ids)
+        residual = None
+        for i, layer in enumerate(self.backbone.layers):
+            hidden, residual = layer(hidden, residual, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.seqlen_offset += input_ids.shape[1]
+        residual = hidden.float() + residual.float()
+        return self.backbone.norm_f(residual).to(self.dtype)
+
+    def forward(self, input_ids: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+        """input_ids: (batch, seqlen) int64 -> logits (batch, seqlen, vocab)."""
+        return self.lm_head(self.hidden_states(input_ids, cache))

@@ -71,6 +71,16 @@ class MambaConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_mamba_ssm_dict(self) -> dict:
+        """config.json in mamba-ssm's layout (what ``save_pretrained`` writes)."""
+        return {
+            "d_model": self.d_model, "n_layer": self.n_layer, "vocab_size": self.vocab_size,
+            "ssm_cfg": {"d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
+                        "dt_rank": self.dt_rank, "conv_bias": self.conv_bias, "bias": self.bias},
+            "rms_norm": True, "residual_in_fp32": self.residual_in_fp32, "fused_add_norm": True,
+            "pad_vocab_size_multiple": 1, "tie_embeddings": self.tie_embeddings, "norm_epsilon": self.norm_eps,
+        }
+
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json") -> "MambaConfig":
         """Parse mamba-ssm's, transformers' or our own layout; reject what we cannot honour."""

@@ -86,18 +86,23 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(d_inner, config.d_model, bias=config.bias, **kw)
         self.x_proj_pre: nn.Module = nn.Identity()
         self.out_proj_pre: nn.Module = nn.Identity()
+        # Calibration sets this to a callable(name, tensor) that sees every activation
+        # the quantized mixer will quantize (names as in quantization.config.ACTIVATION_POINTS).
+        self.tap = None
 
     def forward(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         """hidden: (batch, seqlen, d_model) -> (batch, seqlen, d_model)."""
         cfg = self.config
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        tap = self.tap or _no_tap
+        x, z = self.in_proj(tap("in_proj_input", hidden)).chunk(2, dim=-1)
         u, conv_state = causal_conv1d_ref(
-            x, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+            tap("x", x), self.conv1d.weight.squeeze(1), self.conv1d.bias,
             None if cache is None else cache.conv_state, activation="silu")
-        x_dbl = self.x_proj(self.x_proj_pre(u))
+        x_dbl = self.x_proj(tap("u", self.x_proj_pre(u)))
         dt, B, C = torch.split(x_dbl, [cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
         # dt_proj's bias is added inside the scan, before softplus, in fp32 (as mamba-ssm does).
-        dt = F.linear(dt, self.dt_proj.weight)
+        dt = F.linear(tap("dt_low", dt), self.dt_proj.weight)
+        dt, B, C, z = tap("dt", dt), tap("B", B), tap("C", C), tap("z", z)
         y, ssm_state = selective_scan_ref(
             u, dt, -torch.exp(self.A_log.float()), B, C, self.D, z,
             delta_bias=self.dt_proj.bias, delta_softplus=True,
@@ -105,7 +110,11 @@ class MambaMixer(nn.Module):
         if cache is not None:
             cache.conv_state.copy_(conv_state)
             cache.ssm_state.copy_(ssm_state)
-        return self.out_proj(self.out_proj_pre(y))
+        return self.out_proj(tap("y", self.out_proj_pre(y)))
+
+
+def _no_tap(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 class Block(nn.Module):

@@ -1,0 +1,71 @@
+"""Helpers shared by the Triton kernels: argument checks and int8 rounding.
+
+Kept free of model logic. ``quantize_int8`` is the in-kernel twin of
+``quantize_ref``: x / scale (IEEE division, like torch), clamped to
+[-127, 127], rounded half to even (like ``torch.round``), cast to int8.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# 1.5 * 2**23: adding and subtracting it rounds an fp32 of magnitude < 2**22 to
+# the nearest integer, ties to even (the hardware rounding mode), both in
+# compiled code and in the numpy-based interpreter.
+_RNE_MAGIC = 12582912.0
+
+
+@triton.jit
+def quantize_int8(v, scale):
+    """fp32 tensor -> int8 tensor: clamp(round_half_even(v / scale), -127, 127)."""
+    q = tl.math.div_rn(v, scale)
+    q = tl.minimum(tl.maximum(q, -127.0), 127.0)   # clamping first keeps |q| < 2**22
+    q = (q + _RNE_MAGIC) - _RNE_MAGIC
+    return q.to(tl.int8)
+
+
+def interpret_mode() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_device(op: str, *tensors: torch.Tensor | None) -> torch.device:
+    """All given tensors on one device, which is CUDA unless the interpreter runs."""
+    present = [t for t in tensors if t is not None]
+    device = present[0].device
+    for t in present[1:]:
+        if t.device != device:
+            raise ValueError(f"{op}: all tensors must be on one device, got {device} and {t.device}")
+    if device.type != "cuda" and not interpret_mode():
+        raise ValueError(
+            f"{op}: Triton kernels need CUDA tensors (got {device}); "
+            "set TRITON_INTERPRET=1 to run them on the CPU interpreter")
+    return device
+
+
+def check_dtype(op: str, name: str, t: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"{op}: {name} must be {names}, got {str(t.dtype).replace('torch.', '')}")
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def scalar_scale(op: str, name: str, s: torch.Tensor) -> torch.Tensor:
+    """A per-tensor scale: an fp32 tensor with one element (0-dim or (1,))."""
+    if not isinstance(s, torch.Tensor):
+        raise ValueError(f"{op}: {name} must be an fp32 tensor, got {type(s).__name__}")
+    if s.numel() != 1:
+        raise ValueError(f"{op}: {name} must be a per-tensor scale (one element), got shape {tuple(s.shape)}")
+    return s.reshape(()).float()
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))

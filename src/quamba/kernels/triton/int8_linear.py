@@ -1,0 +1,325 @@
+"""W8A8 linear layer: int8 x int8 -> int32 on the tensor cores, fused dequant epilogue.
+
+Twin of ``quamba.kernels.int8_linear_ref.int8_linear_ref``::
+
+    out = (x_q @ w_q^T) * (x_scale * w_scale) + bias
+
+Two kernels, chosen by M (the number of tokens):
+
+* prefill (M > 64): a tiled GEMM, (BLOCK_M, BLOCK_N) output tiles, K loop with
+  software pipelining, grouped tile order for L2 reuse, autotuned per
+  (M bucket, N, K).
+* decode (M <= 64): memory-bound on the weight. Computed transposed,
+  out^T = W @ x^T, so the weight rows fill the MMA's large M side and the few
+  tokens (padded to 16/32/64) the small N side; every weight byte is read once.
+  When N alone gives too few programs to keep HBM busy, K is split across
+  programs; partial int32 sums go to a workspace and the last program of each
+  column block (a counter per block, reset after use) reduces them and runs the
+  epilogue, so one launch does it all. int32 sums are exact, so the result does
+  not depend on arrival order.
+
+``int8_linear_quant`` is the same with the output requantized to int8
+(``quantize_ref(out, out_scale)``) in the epilogue.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, quantize_int8,
+                      scalar_scale)
+
+__all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
+
+DECODE_MAX_M = 64
+
+
+@triton.jit
+def _epilogue(acc, offs_m, offs_n, M, N,
+              x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+              X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
+              QUANT_OUT: tl.constexpr):
+    """acc: (BM, BN) int32 -> fp32 (or int8 when QUANT_OUT) dequantized output tile."""
+    if X_PER_ROW:
+        xs = tl.load(x_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
+    else:
+        xs = tl.load(x_scale_ptr)
+    if W_PER_COL:
+        ws = tl.load(w_scale_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+    else:
+        ws = tl.load(w_scale_ptr)
+    out = acc.to(tl.float32) * (xs * ws)
+    if HAS_BIAS:
+        out = out + tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    if QUANT_OUT:
+        out = quantize_int8(out, tl.load(out_scale_ptr))
+    return out
+
+
+# ----------------------------------------------------------------------------- prefill GEMM
+
+@triton.jit
+def _int8_gemm_kernel(
+    x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+    M, N, K, M_BUCKET,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+    X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    QUANT_OUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    # Grouped ordering: GROUP_M row-blocks share each weight column block while
+    # it is in L2.
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * num_pid_n)
+    first_m = group * GROUP_M
+    group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * num_pid_n)) % group_size
+    pid_n = (pid % (GROUP_M * num_pid_n)) // group_size
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk   # (BK, BN) = W^T
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K
+        x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
+        w = tl.load(w_ptrs, mask=(offs_n[None, :] < N) & (offs_k[:, None] < k_left), other=0)
+        acc = tl.dot(x, w, acc, out_dtype=tl.int32)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+                    X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT)
+    o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty),
+             mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def _gemm_configs():
+    cfgs = []
+    for bm, bn, bk, stages, warps in [
+        (128, 256, 128, 3, 8),
+        (128, 128, 128, 4, 8),
+        (128, 128, 64, 4, 4),
+        (64, 128, 128, 4, 4),
+        (128, 64, 128, 4, 4),
+        (256, 128, 128, 3, 8),
+        (64, 64, 128, 4, 4),
+    ]:
+        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                                  num_stages=stages, num_warps=warps))
+    return cfgs
+
+
+_int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N", "K"])(_int8_gemm_kernel)
+
+
+# ----------------------------------------------------------------------------- decode GEMV
+
+@triton.jit
+def _int8_gemv_kernel(
+    x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+    ws_ptr, lock_ptr,
+    M, N, K, K_PER_SPLIT,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+    X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    QUANT_OUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+):
+    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
+    k_start = pid_k * K_PER_SPLIT
+    k_stop = tl.minimum(k_start + K_PER_SPLIT, K)
+    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
+    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + (k_start + offs_k)[:, None] * stride_xk  # (BK, BM) = x^T
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+    for k in range(k_start, k_stop, BLOCK_K):
+        k_left = k_stop - k
+        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
+        x = tl.load(x_ptrs, mask=(offs_m[None, :] < M) & (offs_k[:, None] < k_left), other=0)
+        acc = tl.dot(w, x, acc, out_dtype=tl.int32)
+        w_ptrs += BLOCK_K * stride_wk
+        x_ptrs += BLOCK_K * stride_xk
+
+    acc = tl.trans(acc)                                           # (BLOCK_M, BLOCK_N)
+    o_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    if SPLIT_K == 1:
+        out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+                        X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT)
+        tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
+    else:
+        # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
+        ws_tile = ws_ptr + pid_k * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(ws_tile, acc, mask=o_mask)
+        # All threads' stores happen before the counter increment (barrier, then a
+        # release at GPU scope); the last arrival acquires and reduces.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            for s in range(0, SPLIT_K):
+                part_ptrs = ws_ptr + s * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
+                total += tl.load(part_ptrs, mask=o_mask, other=0, cache_modifier=".cg")
+            out = _epilogue(total, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr,
+                            out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT)
+            tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
+            tl.atomic_xchg(lock_ptr + pid_n, 0)               # ready for the next launch
+
+
+# Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
+_LOCKS: dict[torch.device, torch.Tensor] = {}
+
+
+def _locks(device: torch.device, n: int) -> torch.Tensor:
+    buf = _LOCKS.get(device)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+        _LOCKS[device] = buf
+    return buf
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
+    """Block shape and K split for the decode kernel (a heuristic, not autotuned:
+    the split-K counters make repeated benchmark launches harmless, but the
+    choice is simple enough to state)."""
+    block_m = max(16, next_pow2(M))
+    block_n = 64 if M <= 16 else 32
+    block_k = 256 if M <= 32 else 128
+    if interpret_mode():
+        block_k = 64
+    n_blocks = triton.cdiv(N, block_n)
+    k_blocks = triton.cdiv(K, block_k)
+    # Aim for about 4 programs per SM so that enough weight bytes are in flight.
+    target = 4 * _num_sms(device)
+    split = 1
+    while split < 16 and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
+        split *= 2
+    k_per_split = triton.cdiv(k_blocks, split) * block_k
+    split = triton.cdiv(K, k_per_split)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,
+                K_PER_SPLIT=k_per_split, num_warps=4, num_stages=4)
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
+    check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale)
+    check_dtype(op, "x_q", x_q, (torch.int8,))
+    check_dtype(op, "w_q", w_q, (torch.int8,))
+    if w_q.dim() != 2:
+        raise ValueError(f"{op}: w_q must be (N, K), got shape {tuple(w_q.shape)}")
+    N, K = w_q.shape
+    if x_q.dim() < 1 or x_q.shape[-1] != K:
+        raise ValueError(f"{op}: x_q must be (..., K={K}) to match w_q {tuple(w_q.shape)}, "
+                         f"got shape {tuple(x_q.shape)}")
+    lead = x_q.shape[:-1]
+    x2 = x_q.reshape(-1, K)
+    M = x2.shape[0]
+    if not isinstance(x_scale, torch.Tensor) or not isinstance(w_scale, torch.Tensor):
+        raise ValueError(f"{op}: x_scale and w_scale must be fp32 tensors")
+    if x_scale.numel() == 1:
+        x_per_row = False
+        xs = x_scale.reshape(()).float()
+    elif x_scale.numel() == M and (x_scale.dim() == 0 or x_scale.shape[-1] == 1):
+        x_per_row = True
+        xs = x_scale.reshape(M).float().contiguous()
+    else:
+        raise ValueError(f"{op}: x_scale must be per-tensor (one element) or per-token "
+                         f"(..., 1) with {M} elements, got shape {tuple(x_scale.shape)}")
+    if w_scale.numel() == 1:
+        w_per_col = False
+        wsc = w_scale.reshape(()).float()
+    elif w_scale.numel() == N:
+        w_per_col = True
+        wsc = w_scale.reshape(N).float().contiguous()
+    else:
+        raise ValueError(f"{op}: w_scale must be per-tensor (one element) or per-output-channel "
+                         f"({N},), got shape {tuple(w_scale.shape)}")
+    if bias is not None:
+        if bias.numel() != N:
+            raise ValueError(f"{op}: bias must have {N} elements, got shape {tuple(bias.shape)}")
+        bias = bias.reshape(N).contiguous()
+    quant_out = out_scale is not None
+    if quant_out:
+        out_scale = scalar_scale(op, "out_scale", out_scale)
+    out = torch.empty(M, N, dtype=torch.int8 if quant_out else out_dtype, device=x_q.device)
+    if M == 0:
+        return out.reshape(*lead, N)
+    dummy = wsc  # any valid pointer for absent optional inputs
+    flags = dict(X_PER_ROW=x_per_row, W_PER_COL=w_per_col, HAS_BIAS=bias is not None,
+                 QUANT_OUT=quant_out)
+    args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
+                out_scale if quant_out else dummy)
+    if M <= DECODE_MAX_M:
+        cfg = _gemv_config(M, N, K, x_q.device)
+        split = cfg["SPLIT_K"]
+        n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
+        ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
+              if split > 1 else dummy)
+        locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
+        _int8_gemv_kernel[(n_blocks, split)](
+            *args_ptr, ws, locks,
+            M, N, K, cfg["K_PER_SPLIT"],
+            x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
+            **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    else:
+        strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
+                   out.stride(0), out.stride(1))
+        if interpret_mode():
+            # The interpreter is slow and autotuning would run every config: use one.
+            bm, bn, bk = 32, 32, 32
+            grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+            _int8_gemm_kernel[grid](*args_ptr, M, N, K, 0, *strides, **flags,
+                                    BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=4)
+        else:
+            m_bucket = min(next_pow2(M), 8192)
+            grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+            _int8_gemm_tuned[grid](*args_ptr, M, N, K, m_bucket, *strides, **flags)
+    return out.reshape(*lead, N)
+
+
+def int8_linear(
+    x_q: torch.Tensor,
+    w_q: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.float16,
+) -> torch.Tensor:
+    """x_q: (..., K) int8; w_q: (N, K) int8; x_scale: fp32, one element or (..., 1)
+    per token; w_scale: fp32, one element or (N,); bias: (N,) or None.
+    Returns (x_q @ w_q^T) * x_scale * w_scale + bias as (..., N) in out_dtype."""
+    if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"int8_linear: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
+    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear")
+
+
+def int8_linear_quant(
+    x_q: torch.Tensor,
+    w_q: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_scale: torch.Tensor,
+) -> torch.Tensor:
+    """As ``int8_linear``, then requantized in the epilogue:
+    quantize_ref(out_fp32, out_scale) -> (..., N) int8 (out_scale per-tensor)."""
+    return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant")

@@ -1,0 +1,258 @@
+"""Selective scan (Mamba-1 SSM) in Triton: int8 inputs (W8A8 path) or float inputs.
+
+Twins: ``selective_scan_int8`` of ``selective_scan_int8_ref`` and
+``selective_scan`` of ``selective_scan_ref``; one kernel serves both (IS_INT8).
+
+Parallel over (batch, blocks of channels); sequential over time, with the
+(BLOCK_D, dstate) state in fp32 registers for the whole sequence (never
+rounded between steps). Each step: dt = softplus(dt + dt_bias),
+h = exp(dt * A) * h + dt * u * B, y = <h, C> + D * u, y *= silu(z). The next
+step's inputs are loaded before the current step's arithmetic, so the loads'
+latency overlaps the recurrence. seqlen 1 (a decode step) is one launch.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import check_device, check_dtype, check_shape, interpret_mode, next_pow2, scalar_scale
+
+__all__ = ["selective_scan_int8", "selective_scan"]
+
+
+@triton.jit
+def _softplus(x):
+    # torch's softplus (threshold 20); log1p(e) via log(1+e) * e / ((1+e) - 1),
+    # which stays accurate where e is tiny.
+    e = tl.exp(x)
+    u = 1.0 + e
+    lp = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
+    return tl.where(x > 20.0, x, lp)
+
+
+@triton.jit
+def _selective_scan_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, h0_ptr, y_ptr, hT_ptr,
+    u_scale_ptr, dt_scale_ptr, B_scale_ptr, C_scale_ptr, z_scale_ptr,
+    L, DIM, NSTATE,
+    stride_ub, stride_ul, stride_ud,
+    stride_tb, stride_tl, stride_td,
+    stride_ad, stride_an,
+    stride_bb, stride_bl, stride_bn,
+    stride_cb, stride_cl, stride_cn,
+    stride_zb, stride_zl, stride_zd,
+    stride_hb, stride_hd, stride_hn,
+    stride_yb, stride_yl, stride_yd,
+    stride_fb, stride_fd, stride_fn,
+    IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
+    HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    dm = offs_d < DIM
+    nm = offs_n < NSTATE
+    dn_mask = dm[:, None] & nm[None, :]
+
+    # Padded state columns get A = 0 and B = 0, so they stay exactly zero.
+    A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an,
+                mask=dn_mask, other=0.0).to(tl.float32)
+    if HAS_H0:
+        h = tl.load(h0_ptr + pid_b * stride_hb + offs_d[:, None] * stride_hd + offs_n[None, :] * stride_hn,
+                    mask=dn_mask, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
+    if HAS_DT_BIAS:
+        dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
+    if IS_INT8:
+        u_s = tl.load(u_scale_ptr)
+        dt_s = tl.load(dt_scale_ptr)
+        B_s = tl.load(B_scale_ptr)
+        C_s = tl.load(C_scale_ptr)
+        if HAS_Z:
+            z_s = tl.load(z_scale_ptr)
+
+    u_p = u_ptr + pid_b * stride_ub + offs_d * stride_ud
+    t_p = dt_ptr + pid_b * stride_tb + offs_d * stride_td
+    b_p = B_ptr + pid_b * stride_bb + offs_n * stride_bn
+    c_p = C_ptr + pid_b * stride_cb + offs_n * stride_cn
+    z_p = z_ptr + pid_b * stride_zb + offs_d * stride_zd
+    y_p = y_ptr + pid_b * stride_yb + offs_d * stride_yd
+
+    # Prefetch step 0.
+    live = L > 0
+    u_n = tl.load(u_p, mask=dm & live, other=0)
+    t_n = tl.load(t_p, mask=dm & live, other=0)
+    b_n = tl.load(b_p, mask=nm & live, other=0)
+    c_n = tl.load(c_p, mask=nm & live, other=0)
+    if HAS_Z:
+        z_n = tl.load(z_p, mask=dm & live, other=0)
+    for t in range(0, L):
+        u = u_n.to(tl.float32)
+        dt = t_n.to(tl.float32)
+        Bt = b_n.to(tl.float32)
+        Ct = c_n.to(tl.float32)
+        if HAS_Z:
+            z = z_n.to(tl.float32)
+        # Issue the next step's loads now; their latency hides behind this step.
+        nxt = t + 1 < L
+        u_n = tl.load(u_p + (t + 1) * stride_ul, mask=dm & nxt, other=0)
+        t_n = tl.load(t_p + (t + 1) * stride_tl, mask=dm & nxt, other=0)
+        b_n = tl.load(b_p + (t + 1) * stride_bl, mask=nm & nxt, other=0)
+        c_n = tl.load(c_p + (t + 1) * stride_cl, mask=nm & nxt, other=0)
+        if HAS_Z:
+            z_n = tl.load(z_p + (t + 1) * stride_zl, mask=dm & nxt, other=0)
+
+        if IS_INT8:
+            u = u * u_s
+            dt = dt * dt_s
+            Bt = Bt * B_s
+            Ct = Ct * C_s
+            if HAS_Z:
+                z = z * z_s
+        if HAS_DT_BIAS:
+            dt = dt + dtb
+        if DT_SOFTPLUS:
+            dt = _softplus(dt)
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], axis=1)
+        if HAS_D:
+            y = y + u * Dv
+        if HAS_Z:
+            y = y * (z / (1.0 + tl.exp(-z)))
+        tl.store(y_p + t * stride_yl, y.to(y_ptr.dtype.element_ty), mask=dm)
+
+    tl.store(hT_ptr + pid_b * stride_fb + offs_d[:, None] * stride_fd + offs_n[None, :] * stride_fn,
+             h, mask=dn_mask)
+
+
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype):
+    if u.dim() != 3:
+        raise ValueError(f"{op}: u must be (batch, seqlen, dim), got shape {tuple(u.shape)}")
+    batch, seqlen, dim = u.shape
+    check_shape(op, "delta", dt, (batch, seqlen, dim))
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"{op}: A must be (dim={dim}, dstate), got shape {tuple(A.shape)}")
+    dstate = A.shape[1]
+    check_shape(op, "B", B, (batch, seqlen, dstate))
+    check_shape(op, "C", C, (batch, seqlen, dstate))
+    if z is not None:
+        check_shape(op, "z", z, (batch, seqlen, dim))
+    if D is not None:
+        check_shape(op, "D", D, (dim,))
+    if dt_bias is not None:
+        check_shape(op, "dt_bias", dt_bias, (dim,))
+    if initial_state is not None:
+        check_shape(op, "initial_state", initial_state, (batch, dim, dstate))
+    y = torch.empty(batch, seqlen, dim, dtype=y_dtype, device=u.device)
+    final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
+    block_n = next_pow2(dstate)
+    # Small channel blocks: the time loop is a latency chain, so the more
+    # independent programs the GPU can interleave, the better (up to the
+    # point where each program has too little work per step).
+    block_d = 64
+    while block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
+        block_d //= 2
+    if interpret_mode():
+        block_d = min(block_d, next_pow2(dim))
+    num_warps = max(1, min(4, block_d * block_n // 256))
+    dummy = final
+    h0 = initial_state if initial_state is not None else final
+    zz = z if z is not None else u
+    grid = (batch, triton.cdiv(dim, block_d))
+    _selective_scan_kernel[grid](
+        u, dt, A, B, C, D if D is not None else dummy, zz,
+        dt_bias if dt_bias is not None else dummy, h0, y, final,
+        *scales,
+        seqlen, dim, dstate,
+        u.stride(0), u.stride(1), u.stride(2),
+        dt.stride(0), dt.stride(1), dt.stride(2),
+        A.stride(0), A.stride(1),
+        B.stride(0), B.stride(1), B.stride(2),
+        C.stride(0), C.stride(1), C.stride(2),
+        zz.stride(0), zz.stride(1), zz.stride(2),
+        h0.stride(0), h0.stride(1), h0.stride(2),
+        y.stride(0), y.stride(1), y.stride(2),
+        final.stride(0), final.stride(1), final.stride(2),
+        IS_INT8=u.dtype == torch.int8, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_DT_BIAS=dt_bias is not None, HAS_H0=initial_state is not None,
+        DT_SOFTPLUS=delta_softplus,
+        BLOCK_D=block_d, BLOCK_N=block_n, num_warps=num_warps,
+    )
+    return y, final
+
+
+def selective_scan_int8(
+    u_q: torch.Tensor, u_scale: torch.Tensor,
+    dt_q: torch.Tensor, dt_scale: torch.Tensor,
+    A: torch.Tensor,
+    B_q: torch.Tensor, B_scale: torch.Tensor,
+    C_q: torch.Tensor, C_scale: torch.Tensor,
+    D: torch.Tensor | None,
+    z_q: torch.Tensor | None, z_scale: torch.Tensor | None,
+    dt_bias: torch.Tensor | None,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
+    (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
+    D, dt_bias: (dim,) or None; initial_state: (batch, dim, dstate) fp32 or None.
+    Softplus is always applied to dt + dt_bias.
+    Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32."""
+    op = "selective_scan_int8"
+    check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
+                 dt_bias, initial_state)
+    for name, t in (("u_q", u_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q)):
+        check_dtype(op, name, t, (torch.int8,))
+    if z_q is not None:
+        check_dtype(op, "z_q", z_q, (torch.int8,))
+        if z_scale is None:
+            raise ValueError(f"{op}: z_scale is required when z_q is given")
+    check_dtype(op, "A", A, (torch.float32,))
+    if initial_state is not None:
+        check_dtype(op, "initial_state", initial_state, (torch.float32,))
+    scales = [scalar_scale(op, "u_scale", u_scale), scalar_scale(op, "dt_scale", dt_scale),
+              scalar_scale(op, "B_scale", B_scale), scalar_scale(op, "C_scale", C_scale)]
+    scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
+    return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
+                   torch.float16)
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float twin of ``selective_scan_ref`` (same signature, minus chunk_size):
+    u, delta, z: (batch, seqlen, dim) fp16/bf16/fp32; A: (dim, dstate);
+    B, C: (batch, seqlen, dstate); D, delta_bias: (dim,); initial_state:
+    (batch, dim, dstate) fp32 or None. Math in fp32.
+    Returns y (batch, seqlen, dim) in u's dtype and the final state fp32."""
+    op = "selective_scan"
+    check_device(op, u, delta, A, B, C, D, z, delta_bias, initial_state)
+    floats = (torch.float16, torch.bfloat16, torch.float32)
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        check_dtype(op, name, t, floats)
+    if z is not None:
+        check_dtype(op, "z", z, floats)
+    if initial_state is not None:
+        check_dtype(op, "initial_state", initial_state, (torch.float32,))
+    s = A  # scales are unused on the float path; any pointer will do
+    return _launch(op, u, delta, A, B, C, D, z, delta_bias, initial_state, [s] * 5,
+                   delta_softplus, u.dtype)

@@ -1,0 +1,60 @@
+"""Autoregressive generation: prefill once, then one recurrent step per token.
+
+A Mamba model's whole past lives in a fixed-size cache (conv + SSM state), so
+a step costs the same at token 10 and token 10,000 and the prefix is never re-run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["sample_next", "generate"]
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits: (batch, vocab) -> next ids (batch,). temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(model, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+             top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None, seed: int | None = None,
+             on_token: Callable[[int], None] | None = None) -> torch.Tensor:
+    """prompt_ids: (seqlen,) or (1, seqlen). Returns the new token ids (n,), n <= max_new_tokens;
+    ``on_token`` is called with each id as it is produced (for streaming)."""
+    if prompt_ids.dim() == 1:
+        prompt_ids = prompt_ids.unsqueeze(0)
+    if prompt_ids.shape[0] != 1:
+        raise ValueError("generate() takes one prompt; batch prompts through model.forward directly")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+    cache = model.allocate_cache(1)
+    logits = model(prompt_ids.to(model.device), cache)[:, -1]
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        next_id = sample_next(logits, temperature, top_k, top_p, generator)
+        token = int(next_id.item())
+        out.append(token)
+        if on_token is not None:
+            on_token(token)
+        if eos_id is not None and token == eos_id:
+            break
+        logits = model(next_id.view(1, 1), cache)[:, -1]
+    return torch.tensor(out, dtype=torch.long)

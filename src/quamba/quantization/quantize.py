@@ -1,0 +1,111 @@
+"""``quantize(model, config, calib)``: the offline half (calibrate, transform, quantize).
+
+Steps, each driven by a field of :class:`QuantConfig`:
+1. stat-free transforms of a copy of the fp model: residual rotation (QuaRot),
+   Hadamard rotation of the SSM output (Quamba);
+2. SmoothQuant, if asked: a pass for per-channel maxima, then the smoothing folded in;
+3. a calibration pass with one observer per activation (percentile for the SSM
+   input u in Quamba, min-max elsewhere) -> static per-tensor scales;
+4. every mixer swapped for a :class:`QMambaMixer` holding int8 weights and those scales.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from quamba.errors import QuambaError
+from quamba.models.mamba import MambaLM
+from quamba.quantization.calibration import observe_activations
+from quamba.quantization.config import ACTIVATION_POINTS, QuantConfig
+from quamba.quantization.hadamard import hadamard_factors
+from quamba.quantization.observers import ChannelAbsMaxObserver, make_observer
+from quamba.quantization.qmixer import QMambaMixer
+from quamba.quantization.transforms import hadamard_ssm_output, rotate_residual_stream, smooth_linear_inputs
+
+__all__ = ["quantize", "QuantizedMambaLM", "prepare_fp_model"]
+
+
+class QuantizedMambaLM(MambaLM):
+    """A MambaLM whose mixers are :class:`QMambaMixer`; embedding, norms and head stay fp."""
+
+    quant_config: QuantConfig
+
+    @property
+    def conv_state_dtype(self) -> torch.dtype:
+        return torch.float32  # the conv state holds dequantized x, exact in fp32
+
+    def set_fake_quant(self, enabled: bool = True) -> "QuantizedMambaLM":
+        for layer in self.backbone.layers:
+            layer.mixer.fake_quant = enabled
+        return self
+
+    @classmethod
+    def empty(cls, config, qconfig: QuantConfig, dtype, device) -> "QuantizedMambaLM":
+        with torch.device("meta"):
+            model = cls(config, dtype=dtype)
+        for layer in model.backbone.layers:
+            layer.mixer = QMambaMixer(config, qconfig, device="meta")
+        model.quant_config = qconfig
+        return model
+
+
+def prepare_fp_model(model: MambaLM, config: QuantConfig) -> MambaLM:
+    """A copy of ``model`` with the stat-free transforms of ``config`` applied (same function)."""
+    model = copy.deepcopy(model)
+    model.config = copy.deepcopy(model.config)
+    if config.rotate_residual:
+        hadamard_factors(model.config.d_model)  # raises a clear error for unsupported widths
+        rotate_residual_stream(model)
+    if config.hadamard_ssm_output:
+        hadamard_factors(model.config.d_inner)
+        hadamard_ssm_output(model)
+    return model
+
+
+def _activation_observers(config: QuantConfig):
+    def make(_layer_index: int) -> dict:
+        observers = {name: make_observer(config.default_observer) for name in ACTIVATION_POINTS}
+        if config.ssm_input_observer == "percentile":
+            observers["u"] = make_observer("percentile", percentile=config.percentile)
+        else:
+            observers["u"] = make_observer(config.ssm_input_observer)
+        return observers
+    return make
+
+
+@torch.no_grad()
+def quantize(model: MambaLM, config: QuantConfig, calib: torch.Tensor | None = None,
+             batch_size: int = 1, show_progress: bool = True) -> MambaLM:
+    """Quantize a fp Mamba LM. ``calib``: (n_samples, seq_len) token ids, needed for static scales.
+
+    Returns a :class:`QuantizedMambaLM` (or, for a method with ``quantize=False``, the fp model).
+    The input model is not modified.
+    """
+    if isinstance(model, QuantizedMambaLM):
+        raise QuambaError("the model is already quantized; start from the floating-point checkpoint")
+    if not config.quantize:
+        return model
+    static = config.activations == "static"
+    if static and (calib is None or calib.numel() == 0):
+        raise QuambaError(f"method {config.method!r} uses static scales and needs calibration data (--calib)")
+    fp = prepare_fp_model(model, config)
+    if config.smoothquant_alpha is not None:
+        stats = observe_activations(
+            fp, calib, lambda i: {n: ChannelAbsMaxObserver() for n in ("in_proj_input", "u", "y")},
+            batch_size, show_progress, "smoothing stats")
+        smooth_linear_inputs(fp, [{k: o.value for k, o in s.items()} for s in stats], config.smoothquant_alpha)
+    scales = [None] * model.config.n_layer
+    if static:
+        observed = observe_activations(fp, calib, _activation_observers(config), batch_size, show_progress)
+        scales = [{name: obs.scale() for name, obs in layer.items()} for layer in observed]
+    qmodel = QuantizedMambaLM.empty(fp.config, config, fp.dtype, "meta")
+    qmodel.load_state_dict({k: v for k, v in fp.state_dict().items() if ".mixer." not in k},
+                           strict=False, assign=True)
+    if fp.config.tie_embeddings:
+        qmodel.lm_head.weight = qmodel.backbone.embedding.weight
+    for layer, fp_layer, layer_scales in zip(qmodel.backbone.layers, fp.backbone.layers, scales):
+        layer.mixer = QMambaMixer.from_float(fp_layer.mixer, layer_scales, config)
+    qmodel.quant_config = config
+    return qmodel.eval()

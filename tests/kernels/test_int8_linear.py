@@ -1,0 +1,82 @@
+"""int8_linear / int8_linear_quant (Triton) against int8_linear_ref."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from quamba.kernels.int8_linear_ref import int8_linear_ref  # noqa: E402
+from quamba.kernels.quantize_ref import quantize_ref  # noqa: E402
+from quamba.kernels.triton import int8_linear, int8_linear_quant  # noqa: E402
+
+from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
+
+# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small), larger M the GEMM.
+SHAPES = shapes(
+    gpu=[(1, 1280, 384), (1, 2560, 5120), (7, 1536, 1280), (33, 384, 1536), (64, 1280, 1536),
+         (65, 384, 1280), (300, 1536, 384), (2048, 1280, 1536)],
+    cpu=[(1, 96, 80), (3, 64, 384), (7, 48, 64), (33, 40, 72), (70, 48, 80)],
+)
+
+
+def _inputs(M, N, K, device, per_token, per_channel):
+    x_q = rand_int8(M, K, device=device)
+    w_q = rand_int8(N, K, device=device)
+    x_scale = (torch.rand(M, 1, device=device) * 0.02 + 0.001 if per_token
+               else torch.tensor(0.013, device=device))
+    w_scale = (torch.rand(N, device=device) * 0.002 + 1e-4 if per_channel
+               else torch.tensor(7e-4, device=device))
+    return x_q, w_q, x_scale, w_scale
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("per_token,per_channel,with_bias", [(False, False, False), (True, True, True)])
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+def test_int8_linear_matches_ref(M, N, K, per_token, per_channel, with_bias, out_dtype, device):
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, per_token, per_channel)
+    bias = torch.randn(N, device=device, dtype=torch.float16) if with_bias else None
+    out = int8_linear(x_q, w_q, xs, ws, bias, out_dtype=out_dtype)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+    assert out.shape == (M, N) and out.dtype == out_dtype
+    # fp32: the same fp32 epilogue up to one FMA rounding; fp16: one fp16 rounding on top.
+    rtol = 1e-5 if out_dtype == torch.float32 else 1e-3
+    torch.testing.assert_close(out.float(), ref, rtol=rtol, atol=1e-5 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES[:2] + SHAPES[-2:])
+def test_int8_linear_quant_matches_ref(M, N, K, device):
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
+    bias = torch.randn(N, device=device)
+    ref_fp = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+    out_scale = scale_for(ref_fp)
+    out = int8_linear_quant(x_q, w_q, xs, ws, bias, out_scale)
+    assert_int8_match(out, quantize_ref(ref_fp, out_scale))
+
+
+def test_int8_linear_3d_input_bf16_and_repeat(device):
+    """(batch, seqlen, K) input; repeated launches of the split-K path give the
+    same answer (the split-K counters are reset by each launch)."""
+    K, N = (384, 64) if device.type == "cpu" else (5120, 2560)
+    x_q = rand_int8(2, 1, K, device=device)
+    w_q = rand_int8(N, K, device=device)
+    xs, ws = torch.tensor(0.01, device=device), torch.rand(N, device=device) * 1e-3
+    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
+    first = int8_linear(x_q, w_q, xs, ws, out_dtype=torch.bfloat16)
+    assert first.shape == (2, 1, N)
+    torch.testing.assert_close(first.float(), ref, rtol=8e-3, atol=1e-5 * float(ref.abs().max()))
+    for _ in range(3):
+        assert torch.equal(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.bfloat16), first)
+
+
+def test_int8_linear_rejects_bad_inputs(device):
+    x_q = rand_int8(4, 32, device=device)
+    w_q = rand_int8(16, 32, device=device)
+    s = torch.tensor(0.1, device=device)
+    with pytest.raises(ValueError, match="x_q must be int8"):
+        int8_linear(x_q.float(), w_q, s, s)
+    with pytest.raises(ValueError, match="K=32"):
+        int8_linear(rand_int8(4, 31, device=device), w_q, s, s)
+    with pytest.raises(ValueError, match="w_scale"):
+        int8_linear(x_q, w_q, s, torch.ones(5, device=device))

@@ -1,0 +1,43 @@
+"""rmsnorm_quant (Triton) against rmsnorm_quant_ref."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from quamba.kernels.rmsnorm_quant_ref import rmsnorm_quant_ref  # noqa: E402
+from quamba.kernels.triton import rmsnorm_quant  # noqa: E402
+
+from ._helpers import assert_int8_match, scale_for, shapes  # noqa: E402
+
+SHAPES = shapes(gpu=[(1, 1, 2560), (2, 7, 1280), (1, 33, 1536), (3, 5, 384), (1, 2048, 2560)],
+                cpu=[(1, 1, 48), (2, 7, 100), (1, 33, 384)])
+
+
+@pytest.mark.parametrize("b,l,d", SHAPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_rmsnorm_quant_matches_ref(b, l, d, with_residual, dtype, device):
+    hidden = torch.randn(b, l, d, device=device, dtype=dtype) * 3
+    residual = torch.randn(b, l, d, device=device, dtype=torch.float32) * 10 if with_residual else None
+    weight = torch.rand(d, device=device, dtype=dtype) + 0.5
+    eps = 1e-5
+    ref_x = rmsnorm_quant_ref(hidden, residual, weight, eps, torch.tensor(1.0, device=device))[1]
+    r = ref_x
+    xf = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    scale = scale_for(xf)
+    x_q, r_out = rmsnorm_quant(hidden, residual, weight, eps, scale)
+    ref_q, ref_r = rmsnorm_quant_ref(hidden, residual, weight, eps, scale)
+    assert r_out.dtype == torch.float32 and r_out.shape == (b, l, d)
+    assert torch.equal(r_out, ref_r)      # one fp32 add each: bitwise equal
+    assert_int8_match(x_q, ref_q)
+
+
+def test_rmsnorm_quant_rejects_bad_inputs(device):
+    h = torch.randn(2, 8, device=device)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        rmsnorm_quant(h, None, torch.ones(7, device=device), 1e-5, torch.tensor(1.0, device=device))
+    with pytest.raises(ValueError, match="per-tensor"):
+        rmsnorm_quant(h, None, torch.ones(8, device=device), 1e-5, torch.ones(2, device=device))

@@ -86,13 +86,15 @@ def _selective_scan_kernel(
     y_p = y_ptr + pid_b * stride_yb + offs_d * stride_yd
 
     # Prefetch step 0.
-    live = L > 0
-    u_n = tl.load(u_p, mask=dm & live, other=0)
-    t_n = tl.load(t_p, mask=dm & live, other=0)
-    b_n = tl.load(b_p, mask=nm & live, other=0)
-    c_n = tl.load(c_p, mask=nm & live, other=0)
+    # (Masks built as tensors: L may arrive as a compile-time 1.)
+    zero_d = tl.zeros((BLOCK_D,), dtype=tl.int32)
+    zero_n = tl.zeros((BLOCK_N,), dtype=tl.int32)
+    u_n = tl.load(u_p, mask=dm & (zero_d < L), other=0)
+    t_n = tl.load(t_p, mask=dm & (zero_d < L), other=0)
+    b_n = tl.load(b_p, mask=nm & (zero_n < L), other=0)
+    c_n = tl.load(c_p, mask=nm & (zero_n < L), other=0)
     if HAS_Z:
-        z_n = tl.load(z_p, mask=dm & live, other=0)
+        z_n = tl.load(z_p, mask=dm & (zero_d < L), other=0)
     for t in range(0, L):
         u = u_n.to(tl.float32)
         dt = t_n.to(tl.float32)
@@ -101,13 +103,14 @@ def _selective_scan_kernel(
         if HAS_Z:
             z = z_n.to(tl.float32)
         # Issue the next step's loads now; their latency hides behind this step.
-        nxt = t + 1 < L
-        u_n = tl.load(u_p + (t + 1) * stride_ul, mask=dm & nxt, other=0)
-        t_n = tl.load(t_p + (t + 1) * stride_tl, mask=dm & nxt, other=0)
-        b_n = tl.load(b_p + (t + 1) * stride_bl, mask=nm & nxt, other=0)
-        c_n = tl.load(c_p + (t + 1) * stride_cl, mask=nm & nxt, other=0)
+        nd = dm & (zero_d + (t + 1) < L)
+        nn = nm & (zero_n + (t + 1) < L)
+        u_n = tl.load(u_p + (t + 1) * stride_ul, mask=nd, other=0)
+        t_n = tl.load(t_p + (t + 1) * stride_tl, mask=nd, other=0)
+        b_n = tl.load(b_p + (t + 1) * stride_bl, mask=nn, other=0)
+        c_n = tl.load(c_p + (t + 1) * stride_cl, mask=nn, other=0)
         if HAS_Z:
-            z_n = tl.load(z_p + (t + 1) * stride_zl, mask=dm & nxt, other=0)
+            z_n = tl.load(z_p + (t + 1) * stride_zl, mask=nd, other=0)
 
         if IS_INT8:
             u = u * u_s

@@ -1,0 +1,115 @@
+"""selective_scan_int8 / selective_scan (Triton) against their PyTorch twins."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from quamba.kernels.selective_scan_int8_ref import selective_scan_int8_ref  # noqa: E402
+from quamba.kernels.selective_scan_ref import selective_scan_ref  # noqa: E402
+from quamba.kernels.triton import selective_scan, selective_scan_int8  # noqa: E402
+
+from ._helpers import rand_int8, rel_err, shapes  # noqa: E402
+
+# (batch, seqlen, dim, dstate)
+SHAPES = shapes(
+    gpu=[(1, 1, 1536, 16), (2, 7, 1280, 16), (2, 33, 384, 16), (1, 300, 5120, 16), (3, 1, 384, 16),
+         (1, 65, 384, 5)],
+    cpu=[(1, 1, 24, 16), (2, 7, 40, 16), (1, 33, 16, 16), (2, 5, 24, 5)],
+)
+Y_TOL = 2e-3      # fp16 output: a few fp16 roundings, fp32 state
+STATE_TOL = 1e-4  # fp32 state: exp/log rounding and summation order
+
+
+def _int8_case(b, l, d, n, device, with_z=True, with_state=True):
+    A = -torch.exp(torch.rand(d, n, device=device) * 2)                     # (-e^2, -1]
+    dt_target = torch.rand(d, device=device) * 0.1 + 0.001
+    dt_bias = torch.log(torch.expm1(dt_target))                             # softplus^-1
+    return dict(
+        u_q=rand_int8(b, l, d, device=device), u_scale=torch.tensor(0.02, device=device),
+        dt_q=rand_int8(b, l, d, device=device), dt_scale=torch.tensor(0.01, device=device),
+        A=A,
+        B_q=rand_int8(b, l, n, device=device), B_scale=torch.tensor(0.03, device=device),
+        C_q=rand_int8(b, l, n, device=device), C_scale=torch.tensor(0.03, device=device),
+        D=torch.randn(d, device=device),
+        z_q=rand_int8(b, l, d, device=device) if with_z else None,
+        z_scale=torch.tensor(0.04, device=device) if with_z else None,
+        dt_bias=dt_bias,
+        initial_state=torch.randn(b, d, n, device=device) if with_state else None,
+    )
+
+
+@pytest.mark.parametrize("b,l,d,n", SHAPES)
+@pytest.mark.parametrize("with_state", [False, True])
+def test_selective_scan_int8_matches_ref(b, l, d, n, with_state, device):
+    args = _int8_case(b, l, d, n, device, with_state=with_state)
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert y.dtype == torch.float16 and y.shape == (b, l, d)
+    assert h.dtype == torch.float32 and h.shape == (b, d, n)
+    assert rel_err(y, ref_y) < Y_TOL
+    assert rel_err(h, ref_h) < STATE_TOL
+
+
+def test_selective_scan_int8_no_z_no_d(device):
+    args = _int8_case(2, 7, 40 if device.type == "cpu" else 1280, 16, device, with_z=False)
+    args["D"] = None
+    args["dt_bias"] = None
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+
+
+def test_selective_scan_int8_decode_steps_equal_prefill(device):
+    """Token-by-token decode from the prefill state continues the sequence."""
+    b, l, d, n = (2, 9, 24, 16) if device.type == "cpu" else (2, 40, 1536, 16)
+    args = _int8_case(b, l, d, n, device)
+    y_full, h_full = selective_scan_int8(**args)
+    cut = 4
+    part = {k: (v[:, :cut] if k in ("u_q", "dt_q", "B_q", "C_q", "z_q") else v) for k, v in args.items()}
+    y0, h = selective_scan_int8(**part)
+    ys = [y0]
+    for t in range(cut, l):
+        step = {k: (v[:, t:t + 1] if k in ("u_q", "dt_q", "B_q", "C_q", "z_q") else v)
+                for k, v in args.items()}
+        step["initial_state"] = h
+        y_t, h = selective_scan_int8(**step)
+        ys.append(y_t)
+    # Same kernel, same per-step arithmetic: bitwise equal.
+    assert torch.equal(torch.cat(ys, 1), y_full)
+    assert torch.equal(h, h_full)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("b,l,d,n", SHAPES[:3])
+def test_selective_scan_float_matches_ref(b, l, d, n, dtype, device):
+    """The fp path (fp16 model), with u and z as strided slices of one xz tensor."""
+    xz = torch.randn(b, l, 2 * d, device=device, dtype=dtype)
+    u, z = xz[..., :d], xz[..., d:]
+    delta = (torch.randn(b, l, d, device=device) * 0.5).to(dtype)
+    A = -torch.exp(torch.rand(d, n, device=device))
+    xdbl = torch.randn(b, l, 2 * n + 3, device=device, dtype=dtype)
+    B, C = xdbl[..., 3:3 + n], xdbl[..., 3 + n:]
+    D = torch.randn(d, device=device)
+    delta_bias = torch.full((d,), math.log(math.expm1(0.01)), device=device)
+    h0 = torch.randn(b, d, n, device=device)
+    y, h = selective_scan(u, delta, A, B, C, D, z, delta_bias, True, h0)
+    ref_y, ref_h = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, True, h0)
+    assert y.dtype == dtype
+    assert rel_err(y, ref_y.float()) < (Y_TOL if dtype == torch.float16 else 1e-5)
+    assert rel_err(h, ref_h) < STATE_TOL
+
+
+def test_selective_scan_int8_rejects_bad_inputs(device):
+    args = _int8_case(1, 3, 16, 16, device)
+    args["B_q"] = rand_int8(1, 3, 8, device=device)
+    with pytest.raises(ValueError, match="B must have shape"):
+        selective_scan_int8(**args)
+    args = _int8_case(1, 3, 16, 16, device)
+    args["u_scale"] = torch.ones(16, device=device)
+    with pytest.raises(ValueError, match="u_scale must be a per-tensor"):
+        selective_scan_int8(**args)

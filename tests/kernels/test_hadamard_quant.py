@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -35,3 +37,19 @@ def test_hadamard_quant_matches_dense(n, lead, dtype, device):
 def test_hadamard_quant_rejects_unsupported_width(device):
     with pytest.raises(ValueError, match="Hadamard"):
         hadamard_quant(torch.randn(2, 36, device=device), torch.tensor(1.0, device=device))
+
+
+@pytest.mark.parametrize("n", [w for w in WIDTHS if w % 3 == 0 or w % 5 == 0 or w % 7 == 0])
+@pytest.mark.parametrize("mix", [0, 1, 2])
+@pytest.mark.parametrize("rows", [1, 4])
+def test_hadamard_quant_mix_variants(n, mix, rows, device):
+    """Every way of applying the small factor (rank-1 loop, fp32 dot, tf32x3 dot)
+    and several rows a program give the dense product."""
+    hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")   # the module, not the function
+    R = hadamard_matrix(n, device=device)
+    y = torch.randn(5, n, device=device)
+    scale = scale_for(y @ R.float())
+    m, p, A = hq._factor(n, y.device)
+    out = torch.empty(5, n, dtype=torch.int8, device=device)
+    hq._launch(y, scale, m, p, A, out, mix, rows=rows)
+    assert_int8_match(out, hadamard_quant_ref(y, scale, R))

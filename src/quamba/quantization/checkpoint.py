@@ -64,20 +64,25 @@ class atomic_output_dir:
         return False
 
 
-def _tensors_to_save(model: QuantizedMambaLM) -> dict[str, torch.Tensor]:
+def _tensors_to_save(model: QuantizedMambaLM, storage_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    fp_params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return {k: (v.to(storage_dtype) if storage_dtype is not None and k in fp_params else v).detach().contiguous().cpu()
+            for k, v in state.items()}
 
 
 def save_quantized(model: QuantizedMambaLM, out: str | Path, source_dir: Path | None = None,
-                   force: bool = False) -> Path:
+                   force: bool = False, storage_dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write the checkpoint. The fp parts (embedding, norms, head) are stored in
+    ``storage_dtype`` (fp16 by default, as checkpoints are shared; None keeps the
+    model's dtype); int8 weights and fp32 scales are stored as they are."""
     if not isinstance(model, QuantizedMambaLM):
         raise QuambaError("save_quantized() takes a model returned by quamba.quantize()")
     qc = model.quant_config
     config = model.config.to_mamba_ssm_dict()
-    tensors = _tensors_to_save(model)
+    tensors = _tensors_to_save(model, storage_dtype)
     config["quantization_config"] = {
         "quant_method": "quamba", "format": "int8-w8a8", **qc.to_dict(),
         "hadamard_size": model.config.d_inner if qc.hadamard_ssm_output else None,

@@ -100,6 +100,7 @@ class QMambaMixer(nn.Module):
         self.register_buffer("y_rotation", hadamard_matrix(d_inner, torch.float32, device)
                              if qconfig.hadamard_ssm_output else None, persistent=False)
         self.fake_quant = False
+        self.tap = None  # callable(name, tensor, dequantized) for per-tensor error reports
 
     # -- construction from a calibrated (and transformed) fp mixer -------------------------
 
@@ -138,10 +139,12 @@ class QMambaMixer(nn.Module):
 
     # -- the three primitives whose meaning depends on the mode -----------------------------
 
-    def _quant(self, x: torch.Tensor, scale: torch.Tensor | None):
+    def _quant(self, name: str, x: torch.Tensor, scale: torch.Tensor | None):
         if scale is None:  # dynamic: one scale per token
             scale = absmax_scale(x.float(), dim=-1)
         q = quantize_ref(x, scale)
+        if self.tap is not None:  # `quamba inspect`: how much did quantizing this tensor lose?
+            self.tap(name, x, dequantize_ref(q, scale))
         return (dequantize_ref(q, scale) if self.fake_quant else q), scale
 
     def _dequant(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -157,20 +160,20 @@ class QMambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         """hidden: (batch, seqlen, d_model) -> (batch, seqlen, d_model) in hidden's dtype."""
         cfg, ssm = self.config, self.ssm
-        hq, hs = self._quant(hidden, self.in_proj.input_scale)
+        hq, hs = self._quant("in_proj_input", hidden, self.in_proj.input_scale)
         x, z = self._linear(self.in_proj, hq, hs).chunk(2, dim=-1)
-        xq, xs = self._quant(x, self.conv1d.input_scale)
-        zq, zs = self._quant(z, ssm.z_scale)
+        xq, xs = self._quant("x", x, self.conv1d.input_scale)
+        zq, zs = self._quant("z", z, ssm.z_scale)
         u, conv_state = causal_conv1d_ref(
             self._dequant(xq, xs), self.conv1d.dequantized_weight(), self.conv1d.bias,
             None if cache is None else cache.conv_state, activation="silu")
-        uq, us = self._quant(u if self.u_smooth is None else u / self.u_smooth, self.x_proj.input_scale)
+        uq, us = self._quant("u", u if self.u_smooth is None else u / self.u_smooth, self.x_proj.input_scale)
         dt_low, B, C = torch.split(self._linear(self.x_proj, uq, us),
                                    [cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
-        lq, ls = self._quant(dt_low, self.dt_proj.input_scale)
-        dtq, dts = self._quant(self._linear(self.dt_proj, lq, ls), ssm.dt_scale)
-        Bq, Bs = self._quant(B, ssm.B_scale)
-        Cq, Cs = self._quant(C, ssm.C_scale)
+        lq, ls = self._quant("dt_low", dt_low, self.dt_proj.input_scale)
+        dtq, dts = self._quant("dt", self._linear(self.dt_proj, lq, ls), ssm.dt_scale)
+        Bq, Bs = self._quant("B", B, ssm.B_scale)
+        Cq, Cs = self._quant("C", C, ssm.C_scale)
         u_scan = self._dequant(uq, us)
         if self.u_smooth is not None:
             u_scan = u_scan * self.u_smooth
@@ -185,5 +188,5 @@ class QMambaMixer(nn.Module):
             y = y @ self.y_rotation
         if self.y_smooth is not None:
             y = y / self.y_smooth
-        yq, ys = self._quant(y, self.out_proj.input_scale)
+        yq, ys = self._quant("y", y, self.out_proj.input_scale)
         return self._linear(self.out_proj, yq, ys).to(hidden.dtype)

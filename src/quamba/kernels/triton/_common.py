@@ -16,7 +16,7 @@ import triton.language as tl
 # 1.5 * 2**23: adding and subtracting it rounds an fp32 of magnitude < 2**22 to
 # the nearest integer, ties to even (the hardware rounding mode), both in
 # compiled code and in the numpy-based interpreter.
-_RNE_MAGIC = 12582912.0
+_RNE_MAGIC = tl.constexpr(12582912.0)
 
 
 @triton.jit

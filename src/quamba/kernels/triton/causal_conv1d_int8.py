@@ -73,16 +73,16 @@ def _causal_conv1d_int8_kernel(
     if pid_l == 0:
         # new_state[j] = full[L + j], full = state ++ x, j in [0, WIDTH - 1)
         offs_j = tl.arange(0, BLOCK_S)
-        src = L + offs_j - (WIDTH - 1)
+        src_j = L + offs_j - (WIDTH - 1)
         jm = offs_j < WIDTH - 1
-        xm = (src >= 0) & jm
-        nv = tl.load(x_base + src[:, None] * stride_xl + offs_d[None, :] * stride_xd,
-                     mask=xm[:, None] & d_mask[None, :], other=0)
+        xm_j = (src_j >= 0) & jm
+        nv = tl.load(x_base + src_j[:, None] * stride_xl + offs_d[None, :] * stride_xd,
+                     mask=xm_j[:, None] & d_mask[None, :], other=0)
         if HAS_STATE:
-            sm = (src < 0) & jm
-            sv = tl.load(s_base + offs_d[None, :] * stride_sd + (src + (WIDTH - 1))[:, None] * stride_sk,
-                         mask=sm[:, None] & d_mask[None, :], other=0)
-            nv = tl.where(xm[:, None], nv, sv)
+            sm_j = (src_j < 0) & jm
+            sv_j = tl.load(s_base + offs_d[None, :] * stride_sd + (src_j + (WIDTH - 1))[:, None] * stride_sk,
+                         mask=sm_j[:, None] & d_mask[None, :], other=0)
+            nv = tl.where(xm_j[:, None], nv, sv_j)
         tl.store(new_state_ptr + pid_b * stride_nb + offs_d[None, :] * stride_nd
                  + offs_j[:, None] * stride_nk, nv, mask=jm[:, None] & d_mask[None, :])
 
@@ -128,8 +128,9 @@ def causal_conv1d_int8(
     out = torch.empty(batch, seqlen, dim, dtype=torch.int8, device=x_q.device)
     new_state = torch.empty(batch, dim, width - 1, dtype=torch.int8, device=x_q.device)
     st = conv_state_q if conv_state_q is not None else new_state   # dummy pointer when absent
-    block_l = min(64, max(8, next_pow2(seqlen)))
-    block_d = 128 if seqlen > 1 else 256
+    # Tiles sized to stay in registers (larger ones spill: checked in the SASS).
+    block_l = min(32, max(8, next_pow2(seqlen)))
+    block_d = 128 if block_l > 8 else 256
     grid = (batch, triton.cdiv(max(seqlen, 1), block_l), triton.cdiv(dim, block_d))
     _causal_conv1d_int8_kernel[grid](
         x_q, w_q, bias if bias is not None else xs, st, out, new_state,

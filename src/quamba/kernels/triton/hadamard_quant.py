@@ -43,8 +43,13 @@ def _hadamard_quant_kernel(
     M, norm,
     stride_ym, stride_om,
     M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr,
-    ROWS: tl.constexpr,
+    ROWS: tl.constexpr, MIX: tl.constexpr,
 ):
+    """MIX 0: the m chunks are loaded and transformed one at a time and mixed by
+    rank-1 updates (any K). MIX 1 / 2: the whole (ROWS, M_PAD, K) tile is
+    transformed at once and mixed by a (M_PAD, M_PAD) @ (M_PAD, K) dot in fp32
+    ("ieee", CUDA cores) or "tf32x3" (tensor cores; A is ±1, exact in tf32, and
+    the 3-pass split keeps the fp32 operand to ~2^-22); needs K >= 16."""
     pid = tl.program_id(0)
     offs_r = pid * ROWS + tl.arange(0, ROWS)
     offs_c = tl.arange(0, K)
@@ -59,13 +64,30 @@ def _hadamard_quant_kernel(
     else:
         offs_i = tl.arange(0, M_PAD)
         im = offs_i < M_FACTOR
-        acc = tl.zeros((ROWS, M_PAD, K), dtype=tl.float32)
-        for j in range(0, M_FACTOR):
-            yj = tl.load(y_ptr + offs_r[:, None] * stride_ym + (j * K + offs_c)[None, :],
-                         mask=rm[:, None], other=0.0).to(tl.float32)
-            fj = _fwht(yj, ROWS, K, LOG_K)
-            a_j = tl.load(hm_ptr + j * M_FACTOR + offs_i, mask=im, other=0.0)   # row j of A
-            acc += a_j[None, :, None] * fj[:, None, :]
+        if MIX == 0:
+            acc = tl.zeros((ROWS, M_PAD, K), dtype=tl.float32)
+            for j in range(0, M_FACTOR):
+                yj = tl.load(y_ptr + offs_r[:, None] * stride_ym + (j * K + offs_c)[None, :],
+                             mask=rm[:, None], other=0.0).to(tl.float32)
+                fj = _fwht(yj, ROWS, K, LOG_K)
+                a_j = tl.load(hm_ptr + j * M_FACTOR + offs_i, mask=im, other=0.0)   # row j of A
+                acc += a_j[None, :, None] * fj[:, None, :]
+        else:
+            tile = (offs_i[:, None] * K + offs_c[None, :])[None, :, :]
+            y = tl.load(y_ptr + offs_r[:, None, None] * stride_ym + tile,
+                        mask=rm[:, None, None] & im[None, :, None], other=0.0).to(tl.float32)
+            f = tl.reshape(_fwht(tl.reshape(y, (ROWS * M_PAD, K)), ROWS * M_PAD, K, LOG_K),
+                           (ROWS, M_PAD, K))
+            # at[i, j] = A[j, i], zero-padded to (M_PAD, M_PAD)
+            at = tl.load(hm_ptr + offs_i[None, :] * M_FACTOR + offs_i[:, None],
+                         mask=im[None, :] & im[:, None], other=0.0)
+            if ROWS == 1:
+                acc = tl.reshape(tl.dot(at, tl.reshape(f, (M_PAD, K)),
+                                        input_precision="ieee" if MIX == 1 else "tf32x3"),
+                                 (1, M_PAD, K))
+            else:
+                acc = tl.dot(tl.broadcast_to(at[None, :, :], (ROWS, M_PAD, M_PAD)), f,
+                             input_precision="ieee" if MIX == 1 else "tf32x3")
         q = quantize_int8(acc * norm, scale)
         o_ptrs = out_ptr + offs_r[:, None, None] * stride_om + (offs_i[:, None] * K + offs_c[None, :])[None, :, :]
         tl.store(o_ptrs, q, mask=rm[:, None, None] & im[None, :, None])
@@ -106,14 +128,28 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     out = torch.empty(M, n, dtype=torch.int8, device=y.device)
     if M == 0:
         return out.reshape(*lead, n)
+    return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
+
+
+# Chosen from benchmarks/kernels_gpu.py (see docs/kernels.md).
+_DEFAULT_MIX = 1
+
+
+def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
+    M, n = y2.shape
     m_pad = next_pow2(m) if m > 1 else 1
+    if m == 1 or p < 16:
+        mix = 0
     tile = m_pad * p
-    rows = max(1, min(16, 2048 // tile))
-    num_warps = 8 if tile * rows >= 4096 else 4
+    if rows is None:
+        rows = max(1, min(16, 2048 // tile))
+    if num_warps is None:
+        num_warps = 8 if tile * rows >= 4096 else 4
     _hadamard_quant_kernel[(triton.cdiv(M, rows),)](
         y2, A, out, s,
         M, 1.0 / math.sqrt(n),
         y2.stride(0), out.stride(0),
-        M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, num_warps=num_warps,
+        M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, MIX=mix,
+        num_warps=num_warps,
     )
-    return out.reshape(*lead, n)
+    return out

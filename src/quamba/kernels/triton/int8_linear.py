@@ -141,13 +141,13 @@ def _int8_gemv_kernel(
     k_start = pid_k * K_PER_SPLIT
     k_stop = tl.minimum(k_start + K_PER_SPLIT, K)
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
-    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + (k_start + offs_k)[:, None] * stride_xk  # (BK, BM) = x^T
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-    for k in range(k_start, k_stop, BLOCK_K):
-        k_left = k_stop - k
+    for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
+        k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
-        x = tl.load(x_ptrs, mask=(offs_m[None, :] < M) & (offs_k[:, None] < k_left), other=0)
-        acc = tl.dot(w, x, acc, out_dtype=tl.int32)
+        x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
+        acc = tl.dot(w, tl.trans(x), acc, out_dtype=tl.int32)
         w_ptrs += BLOCK_K * stride_wk
         x_ptrs += BLOCK_K * stride_xk
 
@@ -195,26 +195,32 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+# Set by benchmarks/kernels_gpu.py to sweep the decode kernel's shape; None in normal use.
+_GEMV_OVERRIDE: dict | None = None
+
+
 def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     """Block shape and K split for the decode kernel (a heuristic, not autotuned:
     the split-K counters make repeated benchmark launches harmless, but the
     choice is simple enough to state)."""
+    o = _GEMV_OVERRIDE or {}
     block_m = max(16, next_pow2(M))
-    block_n = 64 if M <= 16 else 32
-    block_k = 256 if M <= 32 else 128
+    block_n = o.get("BLOCK_N", 64 if M <= 16 else 32)
+    block_k = o.get("BLOCK_K", 256 if M <= 32 else 128)
     if interpret_mode():
         block_k = 64
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
     # Aim for about 4 programs per SM so that enough weight bytes are in flight.
-    target = 4 * _num_sms(device)
+    target = o.get("PROGRAMS_PER_SM", 4) * _num_sms(device)
     split = 1
-    while split < 16 and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
+    while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
         split *= 2
     k_per_split = triton.cdiv(k_blocks, split) * block_k
     split = triton.cdiv(K, k_per_split)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,
-                K_PER_SPLIT=k_per_split, num_warps=4, num_stages=4)
+                K_PER_SPLIT=k_per_split, num_warps=o.get("num_warps", 4),
+                num_stages=o.get("num_stages", 4))
 
 
 # ----------------------------------------------------------------------------- wrappers

@@ -139,6 +139,10 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
+# Set by benchmarks/kernels_gpu.py to sweep the channel block; None in normal use.
+_BLOCK_D_OVERRIDE: int | None = None
+
+
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype):
     if u.dim() != 3:
         raise ValueError(f"{op}: u must be (batch, seqlen, dim), got shape {tuple(u.shape)}")
@@ -164,8 +168,10 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     # independent programs the GPU can interleave, the better (up to the
     # point where each program has too little work per step).
     block_d = 64
-    while block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
+    while _BLOCK_D_OVERRIDE is None and block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
         block_d //= 2
+    if _BLOCK_D_OVERRIDE is not None:
+        block_d = _BLOCK_D_OVERRIDE
     if interpret_mode():
         block_d = min(block_d, next_pow2(dim))
     num_warps = max(1, min(4, block_d * block_n // 256))

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from quamba.api import load
+from quamba.models.generate import generate, sample_next
+
+
+def test_step_by_step_equals_full_forward(tiny_model):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 8192, (2, 37))
+    with torch.no_grad():
+        full = tiny_model(ids)
+        cache = tiny_model.allocate_cache(2)
+        prefix = tiny_model(ids[:, :20], cache)
+        steps = [tiny_model(ids[:, t:t + 1], cache) for t in range(20, 37)]
+    stepped = torch.cat([prefix] + steps, dim=1)
+    torch.testing.assert_close(stepped, full, rtol=1e-4, atol=1e-4)
+    assert cache.seqlen_offset == 37
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_runs_close_to_fp32(tiny_dir, tiny_model, dtype):
+    half = load(tiny_dir, dtype=dtype, device="cpu")
+    ids = torch.randint(0, 8192, (1, 32))
+    with torch.no_grad():
+        ref = tiny_model(ids)
+        out = half(ids).float()
+    assert half(ids).dtype == half.dtype
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.8
+
+
+def test_greedy_generation_matches_argmax_of_forward(tiny_model, tokenizer):
+    prompt = torch.tensor(tokenizer.encode("In the beginning God created"))
+    new = generate(tiny_model, prompt, 12)
+    seq = torch.cat([prompt, new])
+    with torch.no_grad():
+        logits = tiny_model(seq[None, :-1])
+    # each generated token is the argmax of a full forward over everything before it
+    assert torch.equal(logits[0, len(prompt) - 1:].argmax(-1), new)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
+    g = torch.Generator().manual_seed(0)
+    picks = {int(sample_next(logits, 1.0, top_k=2, generator=g)) for _ in range(50)}
+    assert picks <= {0, 1}
+    picks = {int(sample_next(logits, 1.0, top_p=0.5, generator=g)) for _ in range(50)}
+    assert picks == {0}
+
+
+def test_generation_stops_at_eos(tiny_model):
+    eos = 0
+    prompt = torch.tensor([5, 6, 7])
+    new = generate(tiny_model, prompt, 200, temperature=1.0, seed=0, eos_id=eos)
+    assert len(new) == 200 or new[-1].item() == eos

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
-from quamba.kernels.triton import (causal_conv1d_int8, hadamard_quant, int8_linear, rmsnorm_quant,
-                                   selective_scan, selective_scan_int8)
+from quamba.kernels.triton import (causal_conv1d_int8, int8_linear, rmsnorm_quant, selective_scan,
+                                   selective_scan_int8)
 
 lin_mod = importlib.import_module("quamba.kernels.triton.int8_linear")
 scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
@@ -132,7 +132,8 @@ def bench_conv():
         xz = i8(b, L, 2 * D_INNER)
         x_q = xz[..., :D_INNER]                 # the strided slice of in_proj's output, as in the model
         st = i8(b, D_INNER, 3)
-        t = bench(lambda: causal_conv1d_int8(x_q, s(0.05), w_q, ws, bias, st, s(0.02)))
+        xs, os_ = s(0.05), s(0.02)
+        t = bench(lambda: causal_conv1d_int8(x_q, xs, w_q, ws, bias, st, os_))
         nbytes = 2 * b * L * D_INNER + 2 * b * D_INNER * 3 + D_INNER * 8
         record("conv", "causal_conv1d_int8", dict(b=b, L=L, d=D_INNER), t, nbytes)
 
@@ -140,6 +141,7 @@ def bench_conv():
 def bench_scan():
     A = -torch.exp(torch.rand(D_INNER, D_STATE, device=DEV))
     D, dtb = torch.randn(D_INNER, device=DEV), torch.randn(D_INNER, device=DEV) - 4
+    us, dts, bs, cs, zs = s(.02), s(.01), s(.03), s(.03), s(.04)
     for b, L in ((1, 1), (8, 1), (64, 1), (1, 2048), (4, 2048)):
         xz = i8(b, L, 2 * D_INNER)
         u, z, dt = xz[..., :D_INNER], xz[..., D_INNER:], i8(b, L, D_INNER)
@@ -149,8 +151,8 @@ def bench_scan():
         blocks = [None] + ([16, 32, 64] if L > 1 else [])
         for bd in blocks:
             scan_mod._BLOCK_D_OVERRIDE = bd
-            t = bench(lambda: selective_scan_int8(u, s(.02), dt, s(.01), A, B, s(.03), C, s(.03), D,
-                                                  z, s(.04), dtb, h0))
+            t = bench(lambda: selective_scan_int8(u, us, dt, dts, A, B, bs, C, cs, D,
+                                                  z, zs, dtb, h0))
             nbytes = 3 * b * L * D_INNER + 2 * b * L * D_STATE + 2 * b * L * D_INNER + 8 * b * D_INNER * D_STATE
             record("scan", "selective_scan_int8", dict(b=b, L=L, d=D_INNER, n=D_STATE), t, nbytes,
                    block_d=bd or "auto", us_per_step=t * 1e3 / L)
@@ -175,7 +177,6 @@ def bench_hadamard():
             record("hadamard", "hadamard_quant", dict(M=M, n=n), t, 3 * M * n,
                    mix=["rank1-loop", "dot-ieee", "dot-tf32x3"][mix],
                    default=mix == had_mod._DEFAULT_MIX)
-        t = bench(lambda: hadamard_quant(y, sc))
         R16 = torch.randn(n, n, device=DEV, dtype=torch.float16)
         t_dense = bench(lambda: y @ R16)
         record("hadamard", "dense fp16 y@R (torch, no quant)", dict(M=M, n=n), t_dense, 4 * M * n + 2 * n * n)
@@ -186,7 +187,8 @@ def bench_rmsnorm():
         h = torch.randn(M, D_MODEL, device=DEV, dtype=torch.float16)
         r = torch.randn(M, D_MODEL, device=DEV)
         w = torch.rand(D_MODEL, device=DEV, dtype=torch.float16)
-        t = bench(lambda: rmsnorm_quant(h, r, w, 1e-5, s(0.05)))
+        sc = s(0.05)
+        t = bench(lambda: rmsnorm_quant(h, r, w, 1e-5, sc))
         record("rmsnorm", "rmsnorm_quant", dict(M=M, d=D_MODEL), t, M * D_MODEL * (2 + 4 + 4 + 1) + 2 * D_MODEL)
 
 

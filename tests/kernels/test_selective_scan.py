@@ -79,9 +79,11 @@ def test_selective_scan_int8_decode_steps_equal_prefill(device):
         step["initial_state"] = h
         y_t, h = selective_scan_int8(**step)
         ys.append(y_t)
-    # Same kernel, same per-step arithmetic: bitwise equal.
-    assert torch.equal(torch.cat(ys, 1), y_full)
-    assert torch.equal(h, h_full)
+    # Same per-step arithmetic, but compiled for other specializations (seqlen 1,
+    # chunk 1), so FMA contraction may differ: equal up to fp32 rounding, and
+    # the fp16 outputs up to one fp16 rounding step.
+    assert rel_err(torch.cat(ys, 1), y_full) < 1e-3
+    assert rel_err(h, h_full) < 1e-5
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

@@ -24,6 +24,8 @@ Two kernels, chosen by M (the number of tokens):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -189,6 +191,7 @@ def _locks(device: torch.device, n: int) -> torch.Tensor:
     return buf
 
 
+@functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 4

@@ -6,12 +6,14 @@ Twins: ``selective_scan_int8`` of ``selective_scan_int8_ref`` and
 Parallel over (batch, blocks of channels); sequential over time, with the
 (BLOCK_D, dstate) state in fp32 registers for the whole sequence (never
 rounded between steps). Each step: dt = softplus(dt + dt_bias),
-h = exp(dt * A) * h + dt * u * B, y = <h, C> + D * u, y *= silu(z). The next
-step's inputs are loaded before the current step's arithmetic, so the loads'
-latency overlaps the recurrence. seqlen 1 (a decode step) is one launch.
+h = exp(dt * A) * h + dt * u * B, y = <h, C> + D * u, y *= silu(z). Inputs come in
+chunks of timesteps, the next chunk loaded while this one is computed, so load
+latency overlaps the recurrence (see the kernel's comments). seqlen 1 (a decode step) is one launch.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -48,7 +50,7 @@ def _selective_scan_kernel(
     stride_fb, stride_fd, stride_fn,
     IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -78,69 +80,87 @@ def _selective_scan_kernel(
         if HAS_Z:
             z_s = tl.load(z_scale_ptr)
 
-    u_p = u_ptr + pid_b * stride_ub + offs_d * stride_ud
-    t_p = dt_ptr + pid_b * stride_tb + offs_d * stride_td
-    b_p = B_ptr + pid_b * stride_bb + offs_n * stride_bn
-    c_p = C_ptr + pid_b * stride_cb + offs_n * stride_cn
-    z_p = z_ptr + pid_b * stride_zb + offs_d * stride_zd
-    y_p = y_ptr + pid_b * stride_yb + offs_d * stride_yd
+    # Inputs are read in chunks of CHUNK timesteps as (BLOCK_D, CHUNK) tiles, the
+    # next chunk's loads issued before this chunk's arithmetic (a prefetch
+    # distance of CHUNK steps). Everything that does not depend on the state
+    # (dequant, softplus, dt*u, silu(z), D*u) is computed for the whole chunk at
+    # once; the unrolled inner loop then carries only h = dA*h + dBu and <h, C>.
+    offs_t = tl.arange(0, CHUNK)
+    u_p = u_ptr + pid_b * stride_ub + offs_d[:, None] * stride_ud + offs_t[None, :] * stride_ul
+    t_p = dt_ptr + pid_b * stride_tb + offs_d[:, None] * stride_td + offs_t[None, :] * stride_tl
+    z_p = z_ptr + pid_b * stride_zb + offs_d[:, None] * stride_zd + offs_t[None, :] * stride_zl
+    y_p = y_ptr + pid_b * stride_yb + offs_d[:, None] * stride_yd + offs_t[None, :] * stride_yl
+    b_p = B_ptr + pid_b * stride_bb + offs_t[:, None] * stride_bl + offs_n[None, :] * stride_bn
+    c_p = C_ptr + pid_b * stride_cb + offs_t[:, None] * stride_cl + offs_n[None, :] * stride_cn
 
-    # Prefetch step 0.
-    # (Masks built as tensors: L may arrive as a compile-time 1.)
-    zero_d = tl.zeros((BLOCK_D,), dtype=tl.int32)
-    zero_n = tl.zeros((BLOCK_N,), dtype=tl.int32)
-    u_n = tl.load(u_p, mask=dm & (zero_d < L), other=0)
-    t_n = tl.load(t_p, mask=dm & (zero_d < L), other=0)
-    b_n = tl.load(b_p, mask=nm & (zero_n < L), other=0)
-    c_n = tl.load(c_p, mask=nm & (zero_n < L), other=0)
+    dt_mask = dm[:, None] & (offs_t < L)[None, :]
+    tn_mask = (offs_t < L)[:, None] & nm[None, :]
+    u_n = tl.load(u_p, mask=dt_mask, other=0)
+    t_n = tl.load(t_p, mask=dt_mask, other=0)
+    b_n = tl.load(b_p, mask=tn_mask, other=0)
+    c_n = tl.load(c_p, mask=tn_mask, other=0)
     if HAS_Z:
-        z_n = tl.load(z_p, mask=dm & (zero_d < L), other=0)
-    for t in range(0, L):
+        z_n = tl.load(z_p, mask=dt_mask, other=0)
+    for t0 in range(0, L, CHUNK):
         u = u_n.to(tl.float32)
         dt = t_n.to(tl.float32)
-        Bt = b_n.to(tl.float32)
-        Ct = c_n.to(tl.float32)
+        Bc = b_n.to(tl.float32)
+        Cc = c_n.to(tl.float32)
         if HAS_Z:
             z = z_n.to(tl.float32)
-        # Issue the next step's loads now; their latency hides behind this step.
-        nd = dm & (zero_d + (t + 1) < L)
-        nn = nm & (zero_n + (t + 1) < L)
-        u_n = tl.load(u_p + (t + 1) * stride_ul, mask=nd, other=0)
-        t_n = tl.load(t_p + (t + 1) * stride_tl, mask=nd, other=0)
-        b_n = tl.load(b_p + (t + 1) * stride_bl, mask=nn, other=0)
-        c_n = tl.load(c_p + (t + 1) * stride_cl, mask=nn, other=0)
+        t1 = t0 + CHUNK
+        nd_mask = dm[:, None] & ((t1 + offs_t) < L)[None, :]
+        nn_mask = ((t1 + offs_t) < L)[:, None] & nm[None, :]
+        u_n = tl.load(u_p + t1 * stride_ul, mask=nd_mask, other=0)
+        t_n = tl.load(t_p + t1 * stride_tl, mask=nd_mask, other=0)
+        b_n = tl.load(b_p + t1 * stride_bl, mask=nn_mask, other=0)
+        c_n = tl.load(c_p + t1 * stride_cl, mask=nn_mask, other=0)
         if HAS_Z:
-            z_n = tl.load(z_p + (t + 1) * stride_zl, mask=nd, other=0)
+            z_n = tl.load(z_p + t1 * stride_zl, mask=nd_mask, other=0)
 
         if IS_INT8:
             u = u * u_s
             dt = dt * dt_s
-            Bt = Bt * B_s
-            Ct = Ct * C_s
+            Bc = Bc * B_s
+            Cc = Cc * C_s
             if HAS_Z:
                 z = z * z_s
         if HAS_DT_BIAS:
-            dt = dt + dtb
+            dt = dt + dtb[:, None]
         if DT_SOFTPLUS:
             dt = _softplus(dt)
-        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-        y = tl.sum(h * Ct[None, :], axis=1)
+        du = dt * u                                               # (BLOCK_D, CHUNK)
+        y = tl.zeros((BLOCK_D, CHUNK), dtype=tl.float32)
+        for j in tl.static_range(CHUNK):
+            # Column / row j of the chunk tiles, by an exact masked sum.
+            sel_t = offs_t == j
+            dt_j = tl.sum(tl.where(sel_t[None, :], dt, 0.0), axis=1)     # (BLOCK_D,)
+            du_j = tl.sum(tl.where(sel_t[None, :], du, 0.0), axis=1)
+            B_j = tl.sum(tl.where(sel_t[:, None], Bc, 0.0), axis=0)      # (BLOCK_N,)
+            C_j = tl.sum(tl.where(sel_t[:, None], Cc, 0.0), axis=0)
+            h_new = tl.exp(dt_j[:, None] * A) * h + du_j[:, None] * B_j[None, :]
+            h = tl.where(t0 + j < L, h_new, h)                   # past the end: keep the state
+            y_j = tl.sum(h * C_j[None, :], axis=1)
+            y = tl.where(sel_t[None, :], y_j[:, None], y)
         if HAS_D:
-            y = y + u * Dv
+            y = y + u * Dv[:, None]
         if HAS_Z:
             y = y * (z / (1.0 + tl.exp(-z)))
-        tl.store(y_p + t * stride_yl, y.to(y_ptr.dtype.element_ty), mask=dm)
+        tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
+                 mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
 
     tl.store(hT_ptr + pid_b * stride_fb + offs_d[:, None] * stride_fd + offs_n[None, :] * stride_fn,
              h, mask=dn_mask)
 
 
+@functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 # Set by benchmarks/kernels_gpu.py to sweep the channel block; None in normal use.
 _BLOCK_D_OVERRIDE: int | None = None
+_CHUNK = 16
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype):
@@ -174,7 +194,11 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         block_d = _BLOCK_D_OVERRIDE
     if interpret_mode():
         block_d = min(block_d, next_pow2(dim))
-    num_warps = max(1, min(4, block_d * block_n // 256))
+    # A decode step (seqlen 1) gets a chunk of 1: no wasted unrolled steps.
+    chunk = 1 if seqlen == 1 else _CHUNK
+    # Enough threads that the state and the chunk tiles stay in registers
+    # (fewer spill: checked in the SASS).
+    num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))
     dummy = final
     h0 = initial_state if initial_state is not None else final
     zz = z if z is not None else u
@@ -196,7 +220,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         IS_INT8=u.dtype == torch.int8, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_DT_BIAS=dt_bias is not None, HAS_H0=initial_state is not None,
         DT_SOFTPLUS=delta_softplus,
-        BLOCK_D=block_d, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps,
     )
     return y, final
 

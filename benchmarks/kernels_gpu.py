@@ -167,8 +167,8 @@ def sweep_gemv():
             return lambda: int8_linear(x_q, w_q, xs, ws)
 
         for bn in (32, 64, 128):
-            for bk in (128, 256):
-                for pps in (1, 2, 4, 8):
+            for bk in (256,):
+                for pps in (1, 2, 4):
                     lin_mod._GEMV_OVERRIDE = dict(BLOCK_N=bn, BLOCK_K=bk, PROGRAMS_PER_SM=pps)
                     cfg = lin_mod._gemv_config(M, N, K, DEV)
                     t, _ = timed(make, N * K)
@@ -208,14 +208,14 @@ def bench_scan():
             h0 = torch.randn(b, D_INNER, D_STATE, device=DEV)
             return lambda: selective_scan_int8(u, us, dt, dts, A, B, bs, C, cs, D, z, zs, dtb, h0)
 
-        variants = [(None, 16)] + ([(16, 8), (16, 16), (32, 8), (32, 16), (64, 8)] if L > 1 else [])
+        variants = [(None, 8)] + ([(16, 4), (16, 16), (32, 8)] if L > 1 else [])
         for bd, chunk in variants:
             scan_mod._BLOCK_D_OVERRIDE, scan_mod._CHUNK = bd, chunk
             t, te = timed(make, nbytes)
             record("scan", "selective_scan_int8", dict(b=b, L=L, d=D_INNER, n=D_STATE), t, nbytes,
                    eager_ms=te, block_d=bd or "auto", chunk=chunk if L > 1 else 1,
                    default=bd is None, us_per_step=t * 1e3 / L)
-        scan_mod._BLOCK_D_OVERRIDE, scan_mod._CHUNK = None, 16
+        scan_mod._BLOCK_D_OVERRIDE, scan_mod._CHUNK = None, 8
         nbytes16 = 2 * (4 * b * L * D_INNER + 2 * b * L * D_STATE) + 8 * b * D_INNER * D_STATE
 
         def make16():

@@ -132,7 +132,7 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 # Chosen from benchmarks/kernels_gpu.py (see docs/kernels.md).
-_DEFAULT_MIX = 1
+_DEFAULT_MIX = 2
 
 
 def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):

@@ -207,15 +207,18 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     the split-K counters make repeated benchmark launches harmless, but the
     choice is simple enough to state)."""
     o = _GEMV_OVERRIDE or {}
+    # Defaults from the M=1 sweep in docs/kernels.md (H100): 64 x 256 tiles and
+    # about 2 programs per SM, i.e. no split for in_proj (160 column blocks),
+    # a 4-way split for out_proj (40 blocks).
     block_m = max(16, next_pow2(M))
-    block_n = o.get("BLOCK_N", 64 if M <= 16 else 32)
+    block_n = o.get("BLOCK_N", 64 if M <= 32 else 32)
     block_k = o.get("BLOCK_K", 256 if M <= 32 else 128)
     if interpret_mode():
         block_k = 64
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
     # Aim for about 4 programs per SM so that enough weight bytes are in flight.
-    target = o.get("PROGRAMS_PER_SM", 4) * _num_sms(device)
+    target = o.get("PROGRAMS_PER_SM", 2) * _num_sms(device)
     split = 1
     while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
         split *= 2

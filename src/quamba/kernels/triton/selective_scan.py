@@ -160,7 +160,7 @@ def _num_sms(device: torch.device) -> int:
 
 # Set by benchmarks/kernels_gpu.py to sweep the channel block; None in normal use.
 _BLOCK_D_OVERRIDE: int | None = None
-_CHUNK = 16
+_CHUNK = 8
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype):
@@ -184,18 +184,20 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     y = torch.empty(batch, seqlen, dim, dtype=y_dtype, device=u.device)
     final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
     block_n = next_pow2(dstate)
-    # Small channel blocks: the time loop is a latency chain, so the more
-    # independent programs the GPU can interleave, the better (up to the
-    # point where each program has too little work per step).
-    block_d = 64
-    while _BLOCK_D_OVERRIDE is None and block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
-        block_d //= 2
+    # Prefill: 16 channels x 8-step chunks a program, one warp (the best of the
+    # block/chunk sweep in docs/kernels.md: many short independent latency
+    # chains beat fewer wide ones). Decode (one step): wider blocks, enough
+    # programs to fill the GPU.
+    if seqlen > 1:
+        block_d, chunk = 16, _CHUNK
+    else:
+        block_d, chunk = 64, 1
+        while block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
+            block_d //= 2
     if _BLOCK_D_OVERRIDE is not None:
         block_d = _BLOCK_D_OVERRIDE
     if interpret_mode():
         block_d = min(block_d, next_pow2(dim))
-    # A decode step (seqlen 1) gets a chunk of 1: no wasted unrolled steps.
-    chunk = 1 if seqlen == 1 else _CHUNK
     # Enough threads that the state and the chunk tiles stay in registers
     # (fewer spill: checked in the SASS).
     num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))

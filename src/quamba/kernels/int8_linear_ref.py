@@ -40,7 +40,9 @@ def int8_linear_ref(
     acc = int8_matmul_ref(x_q.reshape(-1, x_q.shape[-1]), w_q).reshape(*lead, w_q.shape[0])
     if x_scale.dim() > 0:
         x_scale = x_scale.reshape(*lead, 1)
-    out = acc.float() * (x_scale.float() * w_scale.float())
+    # fp64 epilogue: the correctly rounded value of acc * x_scale * w_scale, so this reference
+    # does not add rounding of its own that a kernel could disagree with.
+    out = acc.double() * (x_scale.double() * w_scale.double())
     if bias is not None:
-        out = out + bias.float()
+        out = out + bias.double()
     return out.to(out_dtype)

@@ -27,6 +27,11 @@ def observe_activations(model, samples: torch.Tensor, make_observers: Callable[[
         raise QuambaError("calibration got zero samples")
     layers = model.backbone.layers
     observers = [make_observers(i) for i in range(len(layers))]
+    n_batches = -(-samples.shape[0] // batch_size)
+    for layer_observers in observers:
+        for obs in layer_observers.values():
+            if hasattr(obs, "expect"):
+                obs.expect(n_batches)
 
     def make_tap(index: int, layer_observers: dict):
         def tap(name: str, tensor: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,9 @@ over N values is the (N − ⌈αN⌉ + 1)-th largest, so keeping the running to
 ⌈(1 − α)N⌉ + 1 values (merged batch by batch with ``torch.topk``) finds it
 exactly while holding only a (1 − α) fraction of the data — 3,400 floats for
 α = 0.99999 over 335M activations — and without ``torch.quantile``'s 2^24 cap.
+Streaming needs an upper bound on N up front (a value dropped early could be
+needed once more data arrives): calibration calls ``expect(n_updates)``, and the
+observer sizes its buffer for n_updates batches as large as the first one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def make_observer(name: str, **kwargs) -> "Observer":
 
 class Observer:
     name = "observer"
+
+    def expect(self, n_updates: int) -> None:
+        """Told before calibration how many ``update`` calls will come."""
 
     def update(self, x: torch.Tensor) -> None:
         raise NotImplementedError
@@ -79,15 +85,23 @@ class PercentileObserver(Observer):
             raise QuambaError(f"percentile must be in (0, 1], got {percentile}")
         self.percentile = percentile
         self.count = 0
+        self.expected_updates = None
+        self.capacity = None
         self.top = torch.empty(0)
+
+    def expect(self, n_updates: int) -> None:
+        self.expected_updates = n_updates
 
     def _keep(self, n: int) -> int:
         return n - math.ceil(self.percentile * n) + 1
 
     def update(self, x):
         flat = x.detach().reshape(-1).abs().float()
+        if self.capacity is None:  # sized on the first batch: an upper bound of the final rank
+            updates = self.expected_updates or 1
+            self.capacity = self._keep(updates * flat.numel())
         self.count += flat.numel()
-        keep = self._keep(self.count)
+        keep = max(self.capacity, self._keep(self.count))
         k = min(keep, flat.numel())
         batch_top = torch.topk(flat, k, sorted=False).values.cpu()
         merged = torch.cat([self.top, batch_top])

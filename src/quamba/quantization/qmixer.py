@@ -14,9 +14,10 @@ The SSM input u gets Quamba's percentile-clipped scale; y is rotated by R
 - real int8 (default): activations are int8 tensors, linear layers are int8 x int8
   -> int32 matmuls with a dequantizing epilogue, the conv and scan dequantize
   their int8 inputs and compute in fp32 (what the GPU kernels do, fused);
-- fake quant (``fake_quant = True``): the same rounding, but activations stay as
-  dequantized floats and the matmuls use dequantized weights. The two agree up to
-  float rounding; the fake mode is what accuracy studies usually simulate.
+- fake quant (``fake_quant = True``): the same rounding, but activations travel as
+  dequantized floats and the matmuls use dequantized weights (QDQ simulation). It is
+  done in fp64 so that it reproduces the int8 path's numbers instead of drifting
+  from them (see ``_linear``): a debugging twin for kernels as well as a simulator.
 
 With ``activations="dynamic"`` each quantized tensor gets a per-token scale at
 run time instead of a calibrated one (the accuracy ceiling of 8 bits).
@@ -145,14 +146,25 @@ class QMambaMixer(nn.Module):
         q = quantize_ref(x, scale)
         if self.tap is not None:  # `quamba inspect`: how much did quantizing this tensor lose?
             self.tap(name, x, dequantize_ref(q, scale))
-        return (dequantize_ref(q, scale) if self.fake_quant else q), scale
+        if self.fake_quant:
+            # Dequantized in fp64, where q * scale is exact: the fp64 GEMMs below then produce the
+            # exact int32 path's numbers, and consumers that round to fp32 get the same values.
+            return q.double() * scale.double(), scale
+        return q, scale
 
     def _dequant(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return q if self.fake_quant else dequantize_ref(q, scale)
 
     def _linear(self, layer: QLinear, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         if self.fake_quant:
-            return F.linear(q, layer.dequantized_weight(), layer.bias)
+            # fp64 so the simulation computes the numbers of the exact int32 path: fp32 sums of
+            # thousands of products move values across the next quantizer's rounding boundaries,
+            # and those one-step flips compound through the recurrence over the layers
+            # (measured on mamba1-ref-31m: fp32 simulation vs int8 logits only 28 dB apart).
+            scale = layer.weight_scale.double()
+            weight = layer.weight.double() * (scale.view(-1, 1) if scale.dim() else scale)
+            bias = None if layer.bias is None else layer.bias.double()
+            return F.linear(q, weight, bias).float()
         return int8_linear_ref(q, layer.weight, scale, layer.weight_scale, layer.bias)
 
     # -- forward ----------------------------------------------------------------------------
@@ -184,6 +196,7 @@ class QMambaMixer(nn.Module):
         if cache is not None:
             cache.conv_state.copy_(conv_state)
             cache.ssm_state.copy_(ssm_state)
+        y = y.float()  # fp32 in both modes (fake mode's fp64 inputs give an fp64 y)
         if self.y_rotation is not None:
             y = y @ self.y_rotation
         if self.y_smooth is not None:

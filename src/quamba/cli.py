@@ -171,6 +171,8 @@ def quantize(
     percentile: Optional[float] = typer.Option(None, "--percentile", help="Clip the SSM input at this percentile of |u| (default 0.99999)."),
     per_channel: bool = typer.Option(False, "--per-channel-weights", help="Per-output-channel weight scales (default: per-tensor, as the paper)."),
     quantize_ssm_params: bool = typer.Option(False, "--quantize-ssm-params", help="Round A_log, D, dt_bias to int8 too."),
+    int8_embedding: bool = typer.Option(False, "--int8-embedding", help="Store the embedding/head as int8 too (per-row scales; "
+                                        "matters for small models, where the embedding is a large share of the weights)."),
     seed: int = typer.Option(0, help="Seed of the calibration sample shuffle."),
     allow_short: bool = typer.Option(False, "--allow-short", help="Use fewer samples if the text is too short, instead of stopping."),
     batch_size: int = typer.Option(4, "--batch-size", min=1),
@@ -185,7 +187,7 @@ def quantize(
 
     config = get_method(method).with_overrides(
         percentile=percentile, weight_granularity="channel" if per_channel else None,
-        quantize_ssm_params=quantize_ssm_params or None)
+        quantize_ssm_params=quantize_ssm_params or None, quantize_embedding=int8_embedding or None)
     if out.exists() and not force:  # fail before the long calibration, not after
         raise QuambaError(f"{out}: already exists; pass --force to replace it")
     lm, tok = _load(model, device, dtype, tokenizer)

@@ -153,13 +153,14 @@ class MambaLM(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
 
+    # Read off the final norm: the embedding may be an int8 table in quantized models.
     @property
     def dtype(self) -> torch.dtype:
-        return self.backbone.embedding.weight.dtype
+        return self.backbone.norm_f.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.backbone.embedding.weight.device
+        return self.backbone.norm_f.weight.device
 
     def allocate_cache(self, batch: int) -> InferenceCache:
         return InferenceCache.allocate(self.config, batch, self.device, self.conv_state_dtype)

@@ -128,8 +128,7 @@ def load_quantized(model_dir: Path, dtype: torch.dtype = torch.float32, device="
         more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
         raise QuambaError(f"{files[0]}: missing tensor(s) {', '.join(missing[:3])}{more}")
     model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.backbone.embedding.weight
+    model.tie_weights()
     for layer in model.backbone.layers:  # non-persistent buffers (the Hadamard matrix) are rebuilt
         mixer = layer.mixer
         if mixer.y_rotation is not None:

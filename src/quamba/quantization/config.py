@@ -35,6 +35,7 @@ class QuantConfig:
     smoothquant_alpha: migrate activation outliers into the weights of the linear layers (SmoothQuant),
         s_j = max|X_j|^α / max|W_j|^(1-α), for in_proj, x_proj and out_proj.
     quantize_ssm_params: round A_log, D and dt_bias to a per-tensor int8 grid (the original does).
+    quantize_embedding: store the embedding (and head) as int8 with per-row scales (weight-only).
     """
 
     method: str = "quamba"
@@ -48,6 +49,7 @@ class QuantConfig:
     rotate_residual: bool = False
     smoothquant_alpha: float | None = None
     quantize_ssm_params: bool = False
+    quantize_embedding: bool = False
     version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):

@@ -21,6 +21,7 @@ from quamba.quantization.calibration import observe_activations
 from quamba.quantization.config import ACTIVATION_POINTS, QuantConfig
 from quamba.quantization.hadamard import hadamard_factors
 from quamba.quantization.observers import ChannelAbsMaxObserver, make_observer
+from quamba.quantization.qembedding import QEmbedding, QLMHead
 from quamba.quantization.qmixer import QMambaMixer
 from quamba.quantization.transforms import hadamard_ssm_output, rotate_residual_stream, smooth_linear_inputs
 
@@ -47,8 +48,22 @@ class QuantizedMambaLM(MambaLM):
             model = cls(config, dtype=dtype)
         for layer in model.backbone.layers:
             layer.mixer = QMambaMixer(config, qconfig, device="meta")
+        if qconfig.quantize_embedding:
+            model.backbone.embedding = QEmbedding(config.vocab_size, config.d_model, dtype, device="meta")
+            head = model.backbone.embedding if config.tie_embeddings else \
+                QEmbedding(config.vocab_size, config.d_model, dtype, device="meta")
+            model.lm_head = QLMHead(head, tied=config.tie_embeddings)
         model.quant_config = qconfig
         return model
+
+    def tie_weights(self) -> None:
+        """Re-point the head at the embedding after loading (tied checkpoints store it once)."""
+        if not self.config.tie_embeddings:
+            return
+        if isinstance(self.lm_head, QLMHead):
+            self.lm_head = QLMHead(self.backbone.embedding, tied=True)
+        else:
+            self.lm_head.weight = self.backbone.embedding.weight
 
 
 def prepare_fp_model(model: MambaLM, config: QuantConfig) -> MambaLM:
@@ -103,8 +118,11 @@ def quantize(model: MambaLM, config: QuantConfig, calib: torch.Tensor | None = N
     qmodel = QuantizedMambaLM.empty(fp.config, config, fp.dtype, "meta")
     qmodel.load_state_dict({k: v for k, v in fp.state_dict().items() if ".mixer." not in k},
                            strict=False, assign=True)
-    if fp.config.tie_embeddings:
-        qmodel.lm_head.weight = qmodel.backbone.embedding.weight
+    if config.quantize_embedding:
+        qmodel.backbone.embedding = QEmbedding.from_float(fp.backbone.embedding.weight)
+        if not fp.config.tie_embeddings:
+            qmodel.lm_head = QLMHead(QEmbedding.from_float(fp.lm_head.weight), tied=False)
+    qmodel.tie_weights()
     for layer, fp_layer, layer_scales in zip(qmodel.backbone.layers, fp.backbone.layers, scales):
         layer.mixer = QMambaMixer.from_float(fp_layer.mixer, layer_scales, config)
     qmodel.quant_config = config

@@ -341,6 +341,9 @@ def demo(
                   "`quamba inspect MODEL`; see --help of each.")
 
 
+from quamba.cli_eval import register as _register_eval; _register_eval(app)  # noqa: E402,E702  eval, report
+
+
 def main():  # pragma: no cover
     app()
 

@@ -43,12 +43,14 @@ def _check_device(device: str) -> str:
 
 
 def load(path_or_id: str | Path | None = None, dtype: str | torch.dtype | None = None,
-         device: str | None = None):
+         device: str | None = None, backend: str = "auto"):
     """Load a Mamba LM from a folder, a hub id, or (None) the embedded tiny model.
 
     A folder written by :func:`quamba.quantize` (its config.json has a
     ``quantization_config``) loads as the quantized model; anything else as fp.
     ``dtype`` is the floating-point type of the fp parts (default fp16 on CUDA, fp32 on CPU).
+    ``backend`` (quantized models): "auto" runs the fused Triton int8 kernels on CUDA and the
+    PyTorch reference elsewhere; "triton" or "reference" force one.
     """
     device = _check_device(device or default_device())
     dtype = parse_dtype(dtype, device)
@@ -58,14 +60,16 @@ def load(path_or_id: str | Path | None = None, dtype: str | torch.dtype | None =
         from quamba.quantization.checkpoint import load_quantized
 
         model = load_quantized(model_dir, dtype=dtype, device=device)
+        model.select_backend(backend)
     else:
         model = load_fp_model(model_dir, dtype=dtype, device=device)
     model.source_dir = model_dir
     return model
 
 
-def load_with_tokenizer(path_or_id=None, dtype=None, device=None, tokenizer: str | None = None):
+def load_with_tokenizer(path_or_id=None, dtype=None, device=None, tokenizer: str | None = None,
+                        backend: str = "auto"):
     """(model, tokenizer) for the CLI and the evaluation adapters."""
-    model = load(path_or_id, dtype=dtype, device=device)
+    model = load(path_or_id, dtype=dtype, device=device, backend=backend)
     tok: Tokenizer = load_tokenizer(model.source_dir, tokenizer)
     return model, tok

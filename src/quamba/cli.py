@@ -291,6 +291,62 @@ def inspect(
     console.print(table)
 
 
+# ------------------------------------------------------------------------------------ bench
+
+@app.command()
+@_user_errors
+def bench(
+    shapes: str = typer.Option("130m,1.4b,2.8b", "--shape", help="Comma-separated checkpoint shapes (130m, 370m, 790m, "
+                               "1.4b, 2.8b), run with random weights: nothing is downloaded."),
+    methods: str = typer.Option("fp16,w8a8", "--methods", help="fp16 and/or w8a8 (quamba's own paths)."),
+    prompt_len: str = typer.Option("1024,2048,4096", "--prompt-len", help="Prefill lengths (batch 1)."),
+    batch: str = typer.Option("1,8,64", "--batch", help="Decode batch sizes."),
+    reps: int = typer.Option(20, "--reps", min=3, help="Timed repeats (medians are reported)."),
+    mamba_ssm: bool = typer.Option(True, "--mamba-ssm/--no-mamba-ssm", help="Also time mamba-ssm's fp16 model when installed."),
+    out_json: Optional[Path] = typer.Option(None, "--json", help="Write all rows, the device and versions to this file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency-vs-size PNG (needs matplotlib)."),
+):
+    """Time prefill (time to first token) and decode (per token, CUDA graphs) and peak memory on the GPU:
+    fp16 vs W8A8, and mamba-ssm's fp16 model as the anchor. Medians of CUDA-event timings."""
+    import torch
+
+    from quamba.eval import bench as B
+
+    if not torch.cuda.is_available():
+        raise QuambaError("quamba bench needs a CUDA GPU (the CPU path is a reference, not a speed target)")
+    lens = [int(x) for x in prompt_len.split(",") if x]
+    batches = [int(x) for x in batch.split(",") if x]
+    wanted = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {"fp16", "w8a8"})
+    if unknown:
+        raise QuambaError(f"--methods: unknown {', '.join(unknown)} (fp16, w8a8)")
+    have_ssm = False
+    if mamba_ssm:
+        try:
+            import mamba_ssm as _  # noqa: F401
+            have_ssm = True
+        except ImportError:
+            err_console.print("[yellow]mamba_ssm is not installed: no anchor timings[/]")
+    rows = []
+    for shape in [s.strip() for s in shapes.split(",") if s.strip()]:
+        config = B.shape_config(shape)
+        builders = {"fp16": lambda: B.random_fp_model(config), "w8a8": lambda: B.random_w8a8_model(config)}
+        runs = [(m, lambda m=m: B.bench_model(builders[m], lens, batches, reps)) for m in wanted]
+        if have_ssm:
+            runs.append(("mamba-ssm-fp16", lambda: B.bench_mamba_ssm(config, lens, batches, reps)))
+        for method, run in runs:
+            with err_console.status(f"{shape} {method}"):
+                for row in run():
+                    rows.append({"shape": shape, "method": method, **row})
+    result = {"environment": B.environment(), "command": " ".join(sys.argv), "rows": rows}
+    result["ratios"] = B.ratios(rows)
+    if out_json:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(result, indent=2) + "\n")
+    if plot:
+        B.plot_latency(rows, plot)
+    console.print(B.table(rows))
+
 # ------------------------------------------------------------------------------------- demo
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Autoregressive generation: prefill once, then one recurrent step per token.
+"""Autoregressive generation: prefill once, then one recurrent step per token
+(on CUDA, each step is one replay of a captured CUDA graph).
 
 A Mamba model's whole past lives in a fixed-size cache (conv + SSM state), so
 a step costs the same at token 10 and token 10,000 and the prefix is never re-run.
@@ -45,8 +46,18 @@ def generate(model, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: 
     generator = None
     if seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
-    cache = model.allocate_cache(1)
-    logits = model(prompt_ids.to(model.device), cache)[:, -1]
+    prompt_ids = prompt_ids.to(model.device)
+    if model.device.type == "cuda":
+        from quamba.models.cuda_graph import GraphedDecoder
+
+        decoder = GraphedDecoder(model, 1)
+        logits, step = decoder.prefill(prompt_ids), decoder.step
+    else:
+        cache = model.allocate_cache(1)
+        logits = model(prompt_ids, cache, num_last_tokens=1)[:, -1]
+
+        def step(ids):
+            return model(ids.view(1, 1), cache)[:, -1]
     out: list[int] = []
     for _ in range(max_new_tokens):
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
@@ -56,5 +67,5 @@ def generate(model, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: 
             on_token(token)
         if eos_id is not None and token == eos_id:
             break
-        logits = model(next_id.view(1, 1), cache)[:, -1]
+        logits = step(next_id)
     return torch.tensor(out, dtype=torch.long)

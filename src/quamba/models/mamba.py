@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
-from quamba.kernels.selective_scan_ref import selective_scan_ref
+from quamba.kernels.dispatch import selective_scan
 from quamba.models.config import MambaConfig
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
@@ -103,7 +103,7 @@ class MambaMixer(nn.Module):
         # dt_proj's bias is added inside the scan, before softplus, in fp32 (as mamba-ssm does).
         dt = F.linear(tap("dt_low", dt), self.dt_proj.weight)
         dt, B, C, z = tap("dt", dt), tap("B", B), tap("C", C), tap("z", z)
-        y, ssm_state = selective_scan_ref(
+        y, ssm_state = selective_scan(
             u, dt, -torch.exp(self.A_log.float()), B, C, self.D, z,
             delta_bias=self.dt_proj.bias, delta_softplus=True,
             initial_state=None if cache is None else cache.ssm_state)
@@ -180,6 +180,12 @@ class MambaLM(nn.Module):
         residual = hidden.float() + residual.float()
         return self.backbone.norm_f(residual).to(self.dtype)
 
-    def forward(self, input_ids: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
-        """input_ids: (batch, seqlen) int64 -> logits (batch, seqlen, vocab)."""
-        return self.lm_head(self.hidden_states(input_ids, cache))
+    def forward(self, input_ids: torch.Tensor, cache: InferenceCache | None = None,
+                num_last_tokens: int = 0) -> torch.Tensor:
+        """input_ids: (batch, seqlen) int64 -> logits (batch, seqlen, vocab), or of the last
+        ``num_last_tokens`` positions only (prefill for generation needs just the last one:
+        the full (seqlen, vocab) head is a large matmul and a large tensor for nothing)."""
+        hidden = self.hidden_states(input_ids, cache)
+        if num_last_tokens > 0:
+            hidden = hidden[:, -num_last_tokens:]
+        return self.lm_head(hidden)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
 from quamba.kernels.int8_linear_ref import int8_linear_ref
 from quamba.kernels.quantize_ref import absmax_scale, dequantize_ref, quantize_ref
-from quamba.kernels.selective_scan_ref import selective_scan_ref
+from quamba.kernels.dispatch import selective_scan
 from quamba.models.config import MambaConfig
 from quamba.models.mamba import LayerCache
 from quamba.quantization.config import QuantConfig
@@ -101,6 +101,7 @@ class QMambaMixer(nn.Module):
         self.register_buffer("y_rotation", hadamard_matrix(d_inner, torch.float32, device)
                              if qconfig.hadamard_ssm_output else None, persistent=False)
         self.fake_quant = False
+        self._A = None  # -exp(A_log), cached for the fused path (the weights never change)
         self.tap = None  # callable(name, tensor, dequantized) for per-tensor error reports
 
     # -- construction from a calibrated (and transformed) fp mixer -------------------------
@@ -137,6 +138,12 @@ class QMambaMixer(nn.Module):
             if hasattr(pre, "smooth"):
                 setattr(q, name, pre.smooth.float().to(device))
         return q.to(device)
+
+    @property
+    def A(self) -> torch.Tensor:
+        if self._A is None or self._A.device != self.ssm.A_log.device:
+            self._A = -torch.exp(self.ssm.A_log)
+        return self._A
 
     # -- the three primitives whose meaning depends on the mode -----------------------------
 
@@ -189,7 +196,7 @@ class QMambaMixer(nn.Module):
         u_scan = self._dequant(uq, us)
         if self.u_smooth is not None:
             u_scan = u_scan * self.u_smooth
-        y, ssm_state = selective_scan_ref(
+        y, ssm_state = selective_scan(
             u_scan, self._dequant(dtq, dts), -torch.exp(ssm.A_log), self._dequant(Bq, Bs),
             self._dequant(Cq, Cs), ssm.D, self._dequant(zq, zs), delta_bias=ssm.dt_bias,
             delta_softplus=True, initial_state=None if cache is None else cache.ssm_state)

@@ -12,13 +12,15 @@ Steps, each driven by a field of :class:`QuantConfig`:
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 
 from quamba.errors import QuambaError
-from quamba.models.mamba import MambaLM
+from quamba.models.mamba import Block, MambaLM
 from quamba.quantization.calibration import observe_activations
 from quamba.quantization.config import ACTIVATION_POINTS, QuantConfig
+from quamba.quantization.fused_block import FusedQBlock, fused_path_unsupported
 from quamba.quantization.hadamard import hadamard_factors
 from quamba.quantization.observers import ChannelAbsMaxObserver, make_observer
 from quamba.quantization.qembedding import QEmbedding, QLMHead
@@ -27,20 +29,52 @@ from quamba.quantization.transforms import hadamard_ssm_output, rotate_residual_
 
 __all__ = ["quantize", "QuantizedMambaLM", "prepare_fp_model"]
 
+log = logging.getLogger("quamba")
+
 
 class QuantizedMambaLM(MambaLM):
-    """A MambaLM whose mixers are :class:`QMambaMixer`; embedding, norms and head stay fp."""
+    """A MambaLM whose mixers are :class:`QMambaMixer`; embedding, norms and head stay fp.
+
+    Two backends compute the same function: ``reference`` (PyTorch, any device: the
+    mixer's own forward) and ``triton`` (the fused int8 kernels of
+    :class:`FusedQBlock`, CUDA). :meth:`select_backend` picks one and says why.
+    """
 
     quant_config: QuantConfig
+    backend: str = "reference"
 
     @property
     def conv_state_dtype(self) -> torch.dtype:
-        return torch.float32  # the conv state holds dequantized x, exact in fp32
+        # fused kernels keep the conv state as int8 inputs; the reference keeps them dequantized (exact in fp32)
+        return torch.int8 if self.backend == "triton" else torch.float32
 
     def set_fake_quant(self, enabled: bool = True) -> "QuantizedMambaLM":
+        if enabled and self.backend == "triton":
+            self.select_backend("reference")
         for layer in self.backbone.layers:
             layer.mixer.fake_quant = enabled
         return self
+
+    def select_backend(self, backend: str = "auto") -> str:
+        """'auto' (triton on CUDA when the config allows it), 'triton' or 'reference'."""
+        from quamba.kernels.triton import triton_unavailable_reason
+
+        if backend not in ("auto", "triton", "reference"):
+            raise QuambaError(f"unknown backend {backend!r}; choose auto, triton or reference")
+        reason = None
+        if backend != "reference":
+            reason = fused_path_unsupported(self.quant_config) or triton_unavailable_reason(self.device)
+            if backend == "auto" and reason is None and self.device.type != "cuda":
+                reason = "the model is on the CPU"
+            if backend == "triton" and reason is not None:
+                raise QuambaError(f"backend 'triton' is not possible: {reason}")
+        fused = backend == "triton" or (backend == "auto" and reason is None)
+        for layer in self.backbone.layers:
+            layer.__class__ = FusedQBlock if fused else Block  # same state, other forward
+            layer.mixer.fake_quant = False if fused else layer.mixer.fake_quant
+        self.backend = "triton" if fused else "reference"
+        log.info("quantized model backend: %s%s", self.backend, f" ({reason})" if reason and not fused else "")
+        return self.backend
 
     @classmethod
     def empty(cls, config, qconfig: QuantConfig, dtype, device) -> "QuantizedMambaLM":
@@ -126,4 +160,5 @@ def quantize(model: MambaLM, config: QuantConfig, calib: torch.Tensor | None = N
     for layer, fp_layer, layer_scales in zip(qmodel.backbone.layers, fp.backbone.layers, scales):
         layer.mixer = QMambaMixer.from_float(fp_layer.mixer, layer_scales, config)
     qmodel.quant_config = config
+    qmodel.select_backend("auto")
     return qmodel.eval()

@@ -1,0 +1,68 @@
+"""End-to-end checks on the GPU machine (run through the device tool; results go to docs/).
+
+    python benchmarks/gpu_checks.py fp --model DIR --text FILE --json OUT
+        fp16 on CUDA vs fp32 on CPU: perplexity (issue: within 0.5%).
+    python benchmarks/gpu_checks.py w8a8 --model QDIR --text FILE --json OUT
+        the W8A8 checkpoint through the fused Triton kernels (CUDA) vs the PyTorch int8
+        reference (CPU): perplexity (within 0.5%) and 64 greedy tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from quamba.api import load_with_tokenizer
+from quamba.eval.data import eval_windows, read_text, tokenize_text
+from quamba.eval.perplexity import perplexity
+from quamba.models.generate import generate
+
+PROMPT = "And God said unto Moses,"
+
+
+def _ppl(model, tok, text, max_windows, seq_len=1024):
+    windows = eval_windows(tokenize_text(read_text(text), tok), seq_len, text, max_windows)
+    start = time.perf_counter()
+    result = perplexity(model, windows, batch_size=4, show_progress=False)
+    return {**result.to_dict(), "seconds": time.perf_counter() - start, "device": str(model.device),
+            "dtype": str(model.dtype), "backend": getattr(model, "backend", "fp")}
+
+
+def _greedy(model, tok, n=64):
+    ids = torch.tensor(tok.encode(PROMPT))
+    return generate(model, ids, n).tolist()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["fp", "w8a8"])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--text", required=True)
+    parser.add_argument("--max-windows", type=int, default=None)
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(16)
+    if args.what == "fp":
+        cpu, tok = load_with_tokenizer(args.model, dtype="fp32", device="cpu")
+        gpu, _ = load_with_tokenizer(args.model, dtype="fp16", device="cuda")
+    else:
+        cpu, tok = load_with_tokenizer(args.model, dtype="fp32", device="cpu", backend="reference")
+        gpu, _ = load_with_tokenizer(args.model, dtype="fp16", device="cuda", backend="triton")
+    out = {"what": args.what, "model": args.model, "text": args.text,
+           "cpu": _ppl(cpu, tok, args.text, args.max_windows), "gpu": _ppl(gpu, tok, args.text, args.max_windows)}
+    out["ppl_rel_diff"] = out["gpu"]["ppl"] / out["cpu"]["ppl"] - 1
+    cpu_tokens, gpu_tokens = _greedy(cpu, tok), _greedy(gpu, tok)
+    same = next((i for i, (a, b) in enumerate(zip(cpu_tokens, gpu_tokens)) if a != b), len(cpu_tokens))
+    out.update({"greedy_prompt": PROMPT, "greedy_cpu": tok.decode(cpu_tokens), "greedy_gpu": tok.decode(gpu_tokens),
+                "greedy_identical_prefix": same, "greedy_tokens": len(cpu_tokens),
+                "torch": torch.__version__, "device": torch.cuda.get_device_name()})
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=2)
+    print(json.dumps({k: v for k, v in out.items() if not k.startswith("greedy_c") and not k.startswith("greedy_g")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

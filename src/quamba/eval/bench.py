@@ -1,0 +1,289 @@
+"""Latency and memory of fp16 vs W8A8 on the GPU, on the shapes of the real checkpoints.
+
+Weights are random (nothing to download; kernels do the same work whatever the
+values), scaled so activations stay in range. Timings are CUDA events around
+warmed-up work, the median of repeats:
+
+- prefill: one forward over (batch, prompt_len) tokens, logits of the last position
+  (what generation needs), i.e. time to first token;
+- decode: one replay of the CUDA-graphed single-token step, per token;
+- memory: peak allocated bytes while the model is built, prefills the longest
+  prompt and decodes (weights + state + activations), and the weight bytes.
+
+When ``mamba_ssm`` is importable, its fp16 ``MambaLMHeadModel`` is timed in the same
+run on the same shapes (prefill with ``num_last_tokens=1``; decode from its own
+CUDA-graph generation loop), as the anchor the ratios refer to.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import platform
+import statistics
+from collections.abc import Callable
+
+import torch
+
+from quamba.models.config import MambaConfig
+from quamba.models.mamba import MambaLM
+from quamba.quantization.hadamard import hadamard_matrix
+
+__all__ = ["SHAPES", "shape_config", "random_fp_model", "random_w8a8_model", "bench_model", "bench_mamba_ssm",
+           "environment"]
+
+# (d_model, n_layer) of state-spaces/mamba-*; vocab 50277 padded to 50280.
+SHAPES = {"mamba-130m": (768, 24), "mamba-370m": (1024, 48), "mamba-790m": (1536, 48),
+          "mamba-1.4b": (2048, 48), "mamba-2.8b": (2560, 64)}
+
+
+def shape_config(name: str) -> MambaConfig:
+    key = name if name.startswith("mamba-") else f"mamba-{name}"
+    if key not in SHAPES:
+        from quamba.errors import QuambaError
+        raise QuambaError(f"unknown shape {name!r}; choose from {', '.join(s.removeprefix('mamba-') for s in SHAPES)}")
+    d_model, n_layer = SHAPES[key]
+    return MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=50280)
+
+
+@torch.no_grad()
+def _init_mixer_ssm(A_log, D, dt_bias):
+    d_inner, d_state = A_log.shape
+    A_log.copy_(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32, device=A_log.device)).expand(d_inner, -1))
+    D.fill_(1.0)
+    dt = torch.exp(torch.rand(d_inner, device=dt_bias.device) * (math.log(0.1) - math.log(0.001)) + math.log(0.001))
+    dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus, as mamba-ssm initialises
+
+
+@torch.no_grad()
+def random_fp_model(config: MambaConfig, device="cuda", dtype=torch.float16, seed: int = 0) -> MambaLM:
+    torch.manual_seed(seed)
+    model = MambaLM(config, device=device, dtype=dtype)
+    for layer in model.backbone.layers:
+        _init_mixer_ssm(layer.mixer.A_log, layer.mixer.D, layer.mixer.dt_proj.bias)
+    model.backbone.embedding.weight.normal_(0, 0.02)
+    return model.eval()
+
+
+@torch.no_grad()
+def random_w8a8_model(config: MambaConfig, device="cuda", dtype=torch.float16, method: str = "quamba", seed: int = 0):
+    """A W8A8 model built directly in int8 (no fp copy ever exists, as after loading a checkpoint)."""
+    from quamba.quantization.config import get_method
+    from quamba.quantization.qmixer import SCAN_SCALES
+    from quamba.quantization.quantize import QuantizedMambaLM
+
+    torch.manual_seed(seed)
+    qconfig = get_method(method)
+    model = QuantizedMambaLM.empty(config, qconfig, dtype, device)
+    model.to_empty(device=device)
+    model.backbone.embedding.weight.normal_(0, 0.02)
+    model.tie_weights()
+    for name, tensor in model.named_buffers():
+        if tensor.dtype == torch.int8:
+            tensor.random_(-127, 128)
+        elif name.endswith("weight_scale"):
+            tensor.fill_(1.0 / (127 * 40))  # keeps int8 x int8 sums of a few thousand terms near 1
+        elif name.endswith(("input_scale",) + SCAN_SCALES):
+            tensor.fill_(0.05)
+    for layer in model.backbone.layers:
+        layer.norm.weight.fill_(1.0)
+        ssm = layer.mixer.ssm
+        _init_mixer_ssm(ssm.A_log, ssm.D, ssm.dt_bias)
+        ssm.dt_scale.fill_(0.001)
+        if layer.mixer.conv1d.bias is not None:
+            layer.mixer.conv1d.bias.zero_()
+    model.backbone.norm_f.weight.fill_(1.0)
+    for layer in model.backbone.layers:  # non-persistent: rebuilt, as loading does
+        if layer.mixer.y_rotation is not None:
+            layer.mixer.y_rotation = hadamard_matrix(config.d_inner, torch.float32, device)
+    model.select_backend("auto")
+    return model.eval()
+
+
+def _median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _weight_bytes(model) -> int:
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+@torch.inference_mode()
+def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], batches: list[int],
+                reps: int = 20, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Rows of {kind: prefill|decode|memory, ...} for one model built by ``build``."""
+    from quamba.models.cuda_graph import GraphedDecoder
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    model = build()
+    rows = [{"kind": "memory", "weight_bytes": _weight_bytes(model)}]
+    vocab = model.config.vocab_size
+    for length in prompt_lens:
+        ids = torch.randint(0, vocab, (1, length), device="cuda")
+        ms = _median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
+        rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms,
+                     "tokens_per_s": length / ms * 1e3})
+        if on_row:
+            on_row(rows[-1])
+    for batch in batches:
+        decoder = GraphedDecoder(model, batch)
+        ids = torch.randint(0, vocab, (batch,), device="cuda")
+        ms = _median_ms(lambda: decoder.step(ids), 5, reps * 5)
+        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
+        if on_row:
+            on_row(rows[-1])
+        del decoder
+    rows[0]["peak_bytes"] = torch.cuda.max_memory_allocated()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return rows
+
+
+@torch.inference_mode()
+def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[int], reps: int = 20,
+                    gen: int = 64, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """mamba-ssm's fp16 MambaLMHeadModel on the same shape (the speed anchor)."""
+    from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    model = MambaLMHeadModel(SsmConfig(d_model=config.d_model, n_layer=config.n_layer, vocab_size=config.vocab_size,
+                                       pad_vocab_size_multiple=8), device="cuda", dtype=torch.float16).eval()
+    rows = [{"kind": "memory", "weight_bytes": _weight_bytes(model)}]
+    for length in prompt_lens:
+        ids = torch.randint(0, config.vocab_size, (1, length), device="cuda")
+        ms = _median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
+        rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3})
+        if on_row:
+            on_row(rows[-1])
+    for batch in batches:
+        # per-token time = (generate N+gen) - (generate N+1), over gen-1 tokens, CUDA graphs on
+        ids = torch.randint(0, config.vocab_size, (batch, 16), device="cuda")
+
+        def run(n):
+            return lambda: model.generate(ids, max_length=16 + n, cg=True, enable_timing=False)
+        long_ms = _median_ms(run(gen), 2, max(3, reps // 4))
+        short_ms = _median_ms(run(1), 2, max(3, reps // 4))
+        ms = (long_ms - short_ms) / (gen - 1)
+        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
+        if on_row:
+            on_row(rows[-1])
+    rows[0]["peak_bytes"] = torch.cuda.max_memory_allocated()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return rows
+
+
+def environment() -> dict:
+    import datetime
+
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        env["device"] = torch.cuda.get_device_name()
+    for name in ("triton", "mamba_ssm", "causal_conv1d"):
+        try:
+            env[name] = __import__(name).__version__
+        except Exception:
+            env[name] = None
+    return env
+
+
+def _key(row: dict) -> tuple:
+    return (row["shape"], row["kind"], row.get("batch"), row.get("prompt_len"))
+
+
+def _metric(row: dict) -> float:
+    return {"prefill": row.get("ms"), "decode": row.get("ms_per_token"), "memory": row.get("peak_bytes")}[row["kind"]]
+
+
+def ratios(rows: list[dict], anchor: str = "mamba-ssm-fp16") -> list[dict]:
+    """Each method's time (or peak memory) over the anchor's on the same shape and setting;
+    without mamba-ssm, over quamba's own fp16."""
+    methods = {r["method"] for r in rows}
+    if anchor not in methods:
+        anchor = "fp16"
+    base = {_key(r): _metric(r) for r in rows if r["method"] == anchor}
+    out = []
+    for r in rows:
+        if r["method"] == anchor or _key(r) not in base or not base[_key(r)]:
+            continue
+        out.append({"shape": r["shape"], "kind": r["kind"], "batch": r.get("batch"), "prompt_len": r.get("prompt_len"),
+                    "method": r["method"], "vs": anchor, "ratio": _metric(r) / base[_key(r)]})
+    return out
+
+
+def table(rows: list[dict]):
+    from rich.table import Table
+
+    t = Table(title="quamba bench (medians; ratio = time or memory / anchor)")
+    for col in ("shape", "setting", "method", "value", "ratio"):
+        t.add_column(col, justify="left" if col in ("shape", "setting", "method") else "right")
+    rat = {(_key(r), r["method"]): r["ratio"] for r in ratios(rows)}
+    for r in rows:
+        if r["kind"] == "prefill":
+            setting, value = f"prefill {r['prompt_len']}", f"{r['ms']:.2f} ms"
+        elif r["kind"] == "decode":
+            setting, value = f"decode b={r['batch']}", f"{r['ms_per_token']:.3f} ms/tok"
+        else:
+            setting, value = "peak memory", f"{r['peak_bytes'] / 2**30:.2f} GiB (weights {r['weight_bytes'] / 2**30:.2f})"
+        ratio = rat.get((_key(r), r["method"]))
+        t.add_row(r["shape"], setting, r["method"], value, "" if ratio is None else f"{ratio:.2f}x")
+    return t
+
+
+def plot_latency(rows: list[dict], path) -> None:
+    """Decode latency (batch 1) and prefill (longest prompt) vs model size, one line per method."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from quamba.errors import QuambaError
+        raise QuambaError("--plot needs matplotlib: pip install quamba[plot]") from None
+    sizes = {"mamba-130m": 0.13, "mamba-370m": 0.37, "mamba-790m": 0.79, "mamba-1.4b": 1.4, "mamba-2.8b": 2.8}
+
+    def size(shape):
+        return sizes.get(shape if shape.startswith("mamba-") else f"mamba-{shape}", 0)
+
+    longest = max((r["prompt_len"] for r in rows if r["kind"] == "prefill"), default=None)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method in sorted({r["method"] for r in rows}):
+        dec = sorted((size(r["shape"]), r["ms_per_token"]) for r in rows
+                     if r["method"] == method and r["kind"] == "decode" and r["batch"] == 1)
+        pre = sorted((size(r["shape"]), r["ms"]) for r in rows
+                     if r["method"] == method and r["kind"] == "prefill" and r["prompt_len"] == longest)
+        for ax, pts in ((axes[0], dec), (axes[1], pre)):
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=method)
+    axes[0].set(title="decode, batch 1", xlabel="parameters (B)", ylabel="ms per token")
+    axes[1].set(title=f"prefill of {longest} tokens, batch 1", xlabel="parameters (B)", ylabel="ms")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

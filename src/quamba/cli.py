@@ -314,32 +314,12 @@ def bench(
 
     if not torch.cuda.is_available():
         raise QuambaError("quamba bench needs a CUDA GPU (the CPU path is a reference, not a speed target)")
-    lens = [int(x) for x in prompt_len.split(",") if x]
-    batches = [int(x) for x in batch.split(",") if x]
-    wanted = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - {"fp16", "w8a8"})
-    if unknown:
-        raise QuambaError(f"--methods: unknown {', '.join(unknown)} (fp16, w8a8)")
-    have_ssm = False
-    if mamba_ssm:
-        try:
-            import mamba_ssm as _  # noqa: F401
-            have_ssm = True
-        except ImportError:
-            err_console.print("[yellow]mamba_ssm is not installed: no anchor timings[/]")
-    rows = []
-    for shape in [s.strip() for s in shapes.split(",") if s.strip()]:
-        config = B.shape_config(shape)
-        builders = {"fp16": lambda: B.random_fp_model(config), "w8a8": lambda: B.random_w8a8_model(config)}
-        runs = [(m, lambda m=m: B.bench_model(builders[m], lens, batches, reps)) for m in wanted]
-        if have_ssm:
-            runs.append(("mamba-ssm-fp16", lambda: B.bench_mamba_ssm(config, lens, batches, reps)))
-        for method, run in runs:
-            with err_console.status(f"{shape} {method}"):
-                for row in run():
-                    rows.append({"shape": shape, "method": method, **row})
-    result = {"environment": B.environment(), "command": " ".join(sys.argv), "rows": rows}
-    result["ratios"] = B.ratios(rows)
+    result = B.run_bench([s.strip() for s in shapes.split(",") if s.strip()],
+                         [m.strip() for m in methods.split(",") if m.strip()],
+                         [int(x) for x in prompt_len.split(",") if x], [int(x) for x in batch.split(",") if x],
+                         reps, with_mamba_ssm=mamba_ssm, command=" ".join(sys.argv),
+                         status=lambda text: err_console.print(f"[dim]{text}[/]"))
+    rows = result["rows"]
     if out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(result, indent=2) + "\n")

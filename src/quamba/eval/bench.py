@@ -29,7 +29,7 @@ from quamba.models.config import MambaConfig
 from quamba.models.mamba import MambaLM
 from quamba.quantization.hadamard import hadamard_matrix
 
-__all__ = ["SHAPES", "shape_config", "random_fp_model", "random_w8a8_model", "bench_model", "bench_mamba_ssm",
+__all__ = ["run_bench", "SHAPES", "shape_config", "random_fp_model", "random_w8a8_model", "bench_model", "bench_mamba_ssm",
            "environment"]
 
 # (d_model, n_layer) of state-spaces/mamba-*; vocab 50277 padded to 50280.
@@ -287,3 +287,32 @@ def plot_latency(rows: list[dict], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], batches: list[int], reps: int = 20,
+              with_mamba_ssm: bool = True, command: str = "", status: Callable[[str], None] = print) -> dict:
+    """Every (shape, method) row, the ratios against the anchor, the environment."""
+    from quamba.errors import QuambaError
+
+    if not torch.cuda.is_available():
+        raise QuambaError("quamba bench needs a CUDA GPU (the CPU path is a reference, not a speed target)")
+    unknown = sorted(set(methods) - {"fp16", "w8a8"})
+    if unknown:
+        raise QuambaError(f"--methods: unknown {', '.join(unknown)} (fp16, w8a8)")
+    if with_mamba_ssm:
+        try:
+            import mamba_ssm  # noqa: F401
+        except ImportError:
+            status("mamba_ssm is not installed: no anchor timings")
+            with_mamba_ssm = False
+    rows = []
+    for shape in shapes:
+        config = shape_config(shape)
+        builders = {"fp16": lambda: random_fp_model(config), "w8a8": lambda: random_w8a8_model(config)}
+        runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps)) for m in methods]
+        if with_mamba_ssm:
+            runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps)))
+        for method, run in runs:
+            status(f"{shape} {method}")
+            rows.extend({"shape": shape, "method": method, **row} for row in run())
+    return {"environment": environment(), "command": command, "rows": rows, "ratios": ratios(rows)}

@@ -46,6 +46,7 @@ def _pairs(val_text: str, n: int) -> list[tuple[str, str]]:
 
 def test_loglikelihood_matches_direct_forward(adapter, tiny_model, val_text):
     pairs = _pairs(val_text, 5)
+    pairs += [(pairs[0][0], cont) for _, cont in pairs[1:]]  # 5 choices of one context: the shared-prefill path
     results = adapter.loglikelihood(_requests("loglikelihood", pairs))
     for (ctx, cont), (ll, greedy) in zip(pairs, results):
         ctx_ids, cont_ids = adapter._encode_pair(ctx, cont)
@@ -59,7 +60,8 @@ def test_loglikelihood_matches_direct_forward(adapter, tiny_model, val_text):
 
 def test_batch_16_scores_equal_batch_1(tiny_model, tokenizer, val_text):
     """Right padding is exact for a causal model: batching must not change any score."""
-    requests = _requests("loglikelihood", _pairs(val_text, 20))
+    pairs = _pairs(val_text, 20)
+    requests = _requests("loglikelihood", pairs + [(pairs[0][0], cont) for _, cont in pairs[1:20:2]])
     batched = QuambaLM(model=tiny_model, tok=tokenizer, batch_size=16).loglikelihood(requests)
     single = QuambaLM(model=tiny_model, tok=tokenizer, batch_size=1).loglikelihood(requests)
     assert [g for _, g in batched] == [g for _, g in single]

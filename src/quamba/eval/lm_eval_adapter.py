@@ -11,7 +11,8 @@ How the three request types map onto a recurrent model:
 
 - ``loglikelihood``: context + continuation in one forward. Batches are RIGHT-padded: Mamba
   is causal (conv and scan only look back), so the logits at real positions do not depend on
-  the padding after them and a batch of 16 scores what 16 batches of 1 score.
+  the padding after them and a batch of 16 scores what 16 batches of 1 score. Continuations
+  that share a context (multiple-choice) share its prefill through the recurrent state.
 - ``loglikelihood_rolling``: lm-eval's disjoint rolling windows of ``max_length`` tokens (the
   first conditioned on EOT, each later one on the last token of the previous window),
   scored as loglikelihood pairs.
@@ -111,34 +112,66 @@ class QuambaLM(LM):
     def score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(context ids, continuation ids) -> (sum of log p(continuation | context), all greedy?).
 
-        Inputs longer than ``max_length`` keep their last ``max_length`` tokens. Longest first, so
-        batches of similar lengths pad little and running out of memory shows on the first batch."""
+        Continuations of one context (the choices of a multiple-choice question) share its
+        prefill: the context runs once into a cache, which then feeds every continuation.
+        Inputs longer than ``max_length`` keep their last ``max_length`` tokens."""
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-        for start in range(0, len(order), self.batch_size):
+        by_context = defaultdict(list)
+        for i, (ctx, cont) in enumerate(pairs):
+            if not cont:
+                results[i] = (0.0, True)
+            else:
+                by_context[tuple(ctx)].append(i)
+        plain = []
+        for ctx, idxs in by_context.items():
+            fits = all(len(ctx) + len(pairs[i][1]) <= self.max_length + 1 for i in idxs)
+            if len(idxs) > 1 and len(ctx) > 1 and fits:
+                for start in range(0, len(idxs), self.batch_size):
+                    chunk = idxs[start:start + self.batch_size]
+                    for i, res in zip(chunk, self._score_shared_context(list(ctx), [pairs[i][1] for i in chunk])):
+                        results[i] = res
+            else:
+                plain += idxs
+        # Longest first: batches of similar lengths pad little; running out of memory shows at once.
+        plain.sort(key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        for start in range(0, len(plain), self.batch_size):
             rows = []
-            for i in order[start:start + self.batch_size]:
+            for i in plain[start:start + self.batch_size]:
                 ctx, cont = pairs[i]
-                if not cont:
-                    results[i] = (0.0, True)
-                    continue
                 full = (list(ctx) + list(cont))[-(self.max_length + 1):]
                 rows.append((i, full[:-1], full[len(full) - min(len(cont), len(full) - 1):]))
-            if not rows:
-                continue
-            width = max(len(inp) for _, inp, _ in rows)
-            batch = torch.full((len(rows), width), self.eot_id, dtype=torch.long)
-            for r, (_, inp, _) in enumerate(rows):
-                batch[r, :len(inp)] = torch.tensor(inp, dtype=torch.long)  # right padding: exact (causal)
-            hidden = self.model.hidden_states(batch.to(self.device))
-            for r, (i, inp, target) in enumerate(rows):
-                # The head only on the scored positions: (n, vocab), not (batch, width, vocab).
-                logits = self.model.lm_head(hidden[r, len(inp) - len(target):len(inp)])
-                logprobs = F.log_softmax(logits.float(), dim=-1)
-                target_t = torch.tensor(target, dtype=torch.long, device=logprobs.device)
-                ll = logprobs.gather(-1, target_t[:, None]).sum().item()
-                results[i] = (ll, bool((logprobs.argmax(-1) == target_t).all()))
+            for (i, _, _), res in zip(rows, self._score_rows([(inp, tgt) for _, inp, tgt in rows])):
+                results[i] = res
         return results  # type: ignore[return-value]
+
+    def _score_rows(self, rows: list[tuple[list[int], list[int]]], cache=None) -> list[tuple[float, bool]]:
+        """rows of (input ids, target ids): the targets are predicted by the last len(target)
+        inputs. RIGHT padding: a causal model's outputs at real positions ignore what follows."""
+        width = max(len(inp) for inp, _ in rows)
+        batch = torch.full((len(rows), width), self.eot_id, dtype=torch.long)
+        for r, (inp, _) in enumerate(rows):
+            batch[r, :len(inp)] = torch.tensor(inp, dtype=torch.long)
+        hidden = self.model.hidden_states(batch.to(self.device), cache)
+        out = []
+        for r, (inp, target) in enumerate(rows):
+            # The head only on the scored positions: (n, vocab), not (batch, width, vocab).
+            logits = self.model.lm_head(hidden[r, len(inp) - len(target):len(inp)])
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            target_t = torch.tensor(target, dtype=torch.long, device=logprobs.device)
+            out.append((logprobs.gather(-1, target_t[:, None]).sum().item(),
+                        bool((logprobs.argmax(-1) == target_t).all())))
+        return out
+
+    def _score_shared_context(self, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
+        """Prefill ctx[:-1] once, copy the state into one row per continuation, then run
+        [ctx[-1]] + continuation[:-1] from it (the cache after the batch is discarded, so its
+        padded rows do not matter)."""
+        own = self.model.allocate_cache(1)
+        self.model.hidden_states(torch.tensor([ctx[:-1]], device=self.device), own)
+        cache = self.model.allocate_cache(len(conts))
+        for r in range(len(conts)):
+            _copy_cache_row(cache, own, r)
+        return self._score_rows([([ctx[-1]] + cont[:-1], cont) for cont in conts], cache)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [self._encode_pair(*req.args) for req in requests]

@@ -9,10 +9,10 @@ Writes two jsonl files (deterministic for a given text and seed):
   or line, and already used earlier in the passage, so a model that follows the context can
   get it (LAMBADA picks its passages by human guessability; this is the cheap proxy).
 - ``quamba_cloze_mc.jsonl`` -- HellaSwag-style: ``{"context", "choices", "label"}``: a few
-  sentences of one document, then 4 candidate next sentences: the true one and 3 drawn from other
-  documents, each within 15% of its length in characters (so that length alone, which
-  decides a sum of log-probabilities, gives little away). Whitespace is collapsed so that no choice stands out
-  by its layout.
+  sentences of one document, then 4 candidate next sentences: the true one and 3 drawn from
+  other documents, each within 15% of its length in characters (so that length alone, which
+  decides a sum of log-probabilities, gives little away). Whitespace is collapsed so that no
+  choice stands out by its layout.
 
 The YAML files beside them are hand-written; this script only regenerates the data.
 """

@@ -27,7 +27,6 @@ import torch
 
 from quamba.models.config import MambaConfig
 from quamba.models.mamba import MambaLM
-from quamba.quantization.hadamard import hadamard_matrix
 
 __all__ = ["run_bench", "SHAPES", "shape_config", "random_fp_model", "random_w8a8_model", "bench_model", "bench_mamba_ssm",
            "environment"]
@@ -93,9 +92,6 @@ def random_w8a8_model(config: MambaConfig, device="cuda", dtype=torch.float16, m
         if layer.mixer.conv1d.bias is not None:
             layer.mixer.conv1d.bias.zero_()
     model.backbone.norm_f.weight.fill_(1.0)
-    for layer in model.backbone.layers:  # non-persistent: rebuilt, as loading does
-        if layer.mixer.y_rotation is not None:
-            layer.mixer.y_rotation = hadamard_matrix(config.d_inner, torch.float32, device)
     model.select_backend("auto")
     return model.eval()
 

@@ -27,7 +27,6 @@ from quamba.errors import QuambaError
 from quamba.models.loading import read_model_config
 from quamba.models.weights import iter_tensors, weight_files
 from quamba.quantization.config import QuantConfig
-from quamba.quantization.hadamard import hadamard_matrix
 from quamba.quantization.quantize import QuantizedMambaLM
 
 __all__ = ["save_quantized", "load_quantized", "atomic_output_dir", "TOKENIZER_FILES"]
@@ -129,8 +128,4 @@ def load_quantized(model_dir: Path, dtype: torch.dtype = torch.float32, device="
         raise QuambaError(f"{files[0]}: missing tensor(s) {', '.join(missing[:3])}{more}")
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
-    for layer in model.backbone.layers:  # non-persistent buffers (the Hadamard matrix) are rebuilt
-        mixer = layer.mixer
-        if mixer.y_rotation is not None:
-            mixer.y_rotation = hadamard_matrix(config.d_inner, torch.float32, device)
     return model.eval().requires_grad_(False)

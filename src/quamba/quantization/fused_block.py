@@ -69,7 +69,7 @@ class FusedQBlock(Block):
         if cache is not None:
             cache.conv_state.copy_(conv_state)
             cache.ssm_state.copy_(ssm_state)
-        if mixer.y_rotation is not None:
+        if mixer.hadamard_ssm_output:
             yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)

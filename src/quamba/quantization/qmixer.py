@@ -25,6 +25,8 @@ run time instead of a calibrated one (the accuracy ceiling of 8 bits).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -98,8 +100,8 @@ class QMambaMixer(nn.Module):
         # SmoothQuant's per-channel divisors of x_proj's and out_proj's inputs (None otherwise).
         self.register_buffer("u_smooth", torch.ones(d_inner, device=device) if smooth else None)
         self.register_buffer("y_smooth", torch.ones(d_inner, device=device) if smooth else None)
-        self.register_buffer("y_rotation", hadamard_matrix(d_inner, torch.float32, device)
-                             if qconfig.hadamard_ssm_output else None, persistent=False)
+        # The rotation is regenerated, never stored; one matrix serves every layer (see _rotation).
+        self.hadamard_ssm_output = qconfig.hadamard_ssm_output
         self.fake_quant = False
         self._A = None  # -exp(A_log), cached for the fused path (the weights never change)
         self.tap = None  # callable(name, tensor, dequantized) for per-tensor error reports
@@ -204,9 +206,16 @@ class QMambaMixer(nn.Module):
             cache.conv_state.copy_(conv_state)
             cache.ssm_state.copy_(ssm_state)
         y = y.float()  # fp32 in both modes (fake mode's fp64 inputs give an fp64 y)
-        if self.y_rotation is not None:
-            y = y @ self.y_rotation
+        if self.hadamard_ssm_output:
+            y = y @ _rotation(y.shape[-1], y.device)
         if self.y_smooth is not None:
             y = y / self.y_smooth
         yq, ys = self._quant("y", y, self.out_proj.input_scale)
         return self._linear(self.out_proj, yq, ys).to(hidden.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _rotation(n: int, device: torch.device) -> torch.Tensor:
+    """The Hadamard matrix of y, shared by all layers (a dense copy per layer would cost
+    more memory than the layer's int8 weights at small widths)."""
+    return hadamard_matrix(n, torch.float32, device)

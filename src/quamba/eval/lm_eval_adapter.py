@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from quamba.errors import QuambaError
 from quamba.models.generate import sample_next
 
-__all__ = ["QuambaLM", "register", "evaluate", "check_tasks", "task_manager", "TASKS_DIR", "OFFLINE_TASKS"]
+__all__ = ["QuambaLM", "register", "evaluate", "check_tasks", "task_manager", "TASKS_DIR", "OFFLINE_TASKS", "main"]
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"  # the offline task suite (YAML + jsonl)
 DEFAULT_BATCH_SIZE = 16
@@ -368,11 +368,17 @@ def evaluate(lm: QuambaLM, tasks: list[str], limit: int | float | None = None, n
     return out
 
 
-if __name__ == "__main__":  # python -m quamba.eval.lm_eval_adapter [lm-eval arguments]
+def main() -> None:
+    """lm-eval's own command line with ``quamba`` registered and the offline tasks included:
+    ``python -m quamba.eval.lm_eval_adapter --model quamba --model_args pretrained=DIR --tasks ...``."""
     import sys
 
     from lm_eval.__main__ import cli_evaluate
 
     if len(sys.argv) > 1 and not {"--include_path", "-h", "--help"} & set(sys.argv):
-        sys.argv += ["--include_path", str(TASKS_DIR)]  # the offline quamba_* tasks
+        sys.argv += ["--include_path", str(TASKS_DIR)]
     cli_evaluate()
+
+
+if __name__ == "__main__":
+    main()

@@ -82,3 +82,17 @@ def test_causal_conv1d_int8_rejects_bad_state(device):
     x_q, xs, w_q, ws, bias = _case(1, 3, 16, 4, device, per_channel=False)
     with pytest.raises(ValueError, match="conv_state_q must have shape"):
         causal_conv1d_int8(x_q, xs, w_q, ws, bias, rand_int8(1, 16, 4, device=device), xs)
+
+
+@pytest.mark.parametrize("l", [1, 5])
+def test_causal_conv1d_int8_state_in_place(l, device):
+    """state_out = the input state: updated in place, same result as a new tensor."""
+    b, d = (2, 40) if device.type == "cpu" else (2, 1280)
+    x_q, xs, w_q, ws, bias = _case(b, l, d, 4, device, per_channel=True)
+    state = rand_int8(b, d, 3, device=device)
+    out_scale = _out_scale(x_q, xs, w_q, ws, bias, state)
+    ref_u, ref_state = causal_conv1d_int8_ref(x_q, xs, w_q, ws, bias, state, out_scale)
+    u_q, new_state = causal_conv1d_int8(x_q, xs, w_q, ws, bias, state, out_scale, state_out=state)
+    assert new_state.data_ptr() == state.data_ptr()
+    assert_int8_match(u_q, ref_u)
+    assert torch.equal(state, ref_state)

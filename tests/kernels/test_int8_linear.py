@@ -80,3 +80,23 @@ def test_int8_linear_rejects_bad_inputs(device):
         int8_linear(rand_int8(4, 31, device=device), w_q, s, s)
     with pytest.raises(ValueError, match="w_scale"):
         int8_linear(x_q, w_q, s, torch.ones(5, device=device))
+
+
+@pytest.mark.parametrize("M,N,K", [SHAPES[0], SHAPES[-1]])
+def test_int8_linear_quant_per_column_out_scale(M, N, K, device):
+    """A (N,) out_scale requantizes each output column with its own scale: one
+    launch for projections that share an input (in_proj's x and z halves)."""
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
+    ref_fp = int8_linear_ref(x_q, w_q, xs, ws, None, out_dtype=torch.float32)
+    h = N // 3
+    s1, s2 = scale_for(ref_fp[:, :h]), scale_for(ref_fp[:, h:], clip=0.5)
+    out_scale = torch.cat([s1.expand(h), s2.expand(N - h)])
+    out = int8_linear_quant(x_q, w_q, xs, ws, None, out_scale)
+    ref = torch.cat([quantize_ref(ref_fp[:, :h], s1), quantize_ref(ref_fp[:, h:], s2)], 1)
+    assert_int8_match(out, ref)
+    # A strided slice of the output is a valid input for the next projection.
+    out2 = int8_linear_quant(out[:, :K] if N >= K else out, w_q[:, :min(N, K)].contiguous(), xs, ws, None, s1)
+    ref2 = quantize_ref(int8_linear_ref((out[:, :K] if N >= K else out).contiguous(),
+                                        w_q[:, :min(N, K)].contiguous(), xs, ws, None,
+                                        out_dtype=torch.float32), s1)
+    assert_int8_match(out2, ref2)

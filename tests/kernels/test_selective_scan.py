@@ -115,3 +115,22 @@ def test_selective_scan_int8_rejects_bad_inputs(device):
     args["u_scale"] = torch.ones(16, device=device)
     with pytest.raises(ValueError, match="u_scale must be a per-tensor"):
         selective_scan_int8(**args)
+
+
+@pytest.mark.parametrize("l", [1, 6])
+def test_selective_scan_state_in_place(l, device):
+    """state_out = initial_state: the state is updated in place (int8 and float paths)."""
+    b, d, n = (2, 24, 16) if device.type == "cpu" else (2, 1536, 16)
+    args = _int8_case(b, l, d, n, device)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    h = args["initial_state"].clone()
+    args["initial_state"] = h
+    y, h_out = selective_scan_int8(**args, state_out=h)
+    assert h_out.data_ptr() == h.data_ptr()
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+    u, dt = torch.randn(b, l, d, device=device), torch.rand(b, l, d, device=device) * 0.1
+    B, C = torch.randn(b, l, n, device=device), torch.randn(b, l, n, device=device)
+    h0 = torch.randn(b, d, n, device=device)
+    ref_y, ref_h = selective_scan_ref(u, dt, args["A"], B, C, args["D"], None, None, True, h0.clone())
+    y, _ = selective_scan(u, dt, args["A"], B, C, args["D"], None, None, True, h0, state_out=h0)
+    assert rel_err(y, ref_y) < 1e-4 and rel_err(h0, ref_h) < STATE_TOL

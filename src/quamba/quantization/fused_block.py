@@ -5,19 +5,27 @@ twin of a reference op), arranged so that no activation travels in fp16 when int
 will do and each step is one launch:
 
     rmsnorm_quant(hidden + residual)       -> int8 normed input, fp32 residual
-    int8_linear_quant x2 (in_proj halves)  -> int8 x, int8 z   (two scales: two launches)
-    causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), int8 conv state
-    int8_linear_quant x3 (x_proj rows)     -> int8 dt_low, B, C
+    int8_linear_quant (in_proj)            -> int8 x, int8 z (per-column output scale: one launch)
+    causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), conv state in place
+    int8_linear_quant (x_proj)             -> int8 dt_low, B, C (per-column output scale)
     int8_linear_quant (dt_proj)            -> int8 dt
-    selective_scan_int8                    -> fp16 y (D skip, SiLU(z) gate fused), fp32 state
+    selective_scan_int8                    -> fp16 y (D skip, SiLU(z) gate fused), fp32 state in place
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-About eleven launches a layer; decoding captures the whole model in a CUDA
-graph so a token costs one launch from the host.
+Eight launches a layer and no state copies; decoding captures the whole model
+in a CUDA graph so a token costs one launch from the host.
+
+Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
+costs far more host time than its kernel at a few thousand tokens), so from the
+second call with the same (batch, seqlen) each block replays a CUDA graph of
+itself (see ``_PrefillGraphs``). ``QUAMBA_PREFILL_GRAPHS=0`` turns that off.
 """
 
 from __future__ import annotations
+
+import os
+from collections import OrderedDict
 
 import torch
 
@@ -40,35 +48,39 @@ class FusedQBlock(Block):
     """A Block whose mixer is a static, unsmoothed QMambaMixer, run with the Triton kernels."""
 
     def forward(self, hidden, residual, cache: LayerCache | None = None):
+        if _graphable(hidden, residual):
+            return _PrefillGraphs.run(self, hidden, residual, cache)
+        return self._forward_kernels(hidden, residual, cache)
+
+    def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None):
         from quamba.kernels import triton as tk
 
         mixer = self.mixer
         cfg, ssm = mixer.config, mixer.ssm
-        batch, seqlen, _ = hidden.shape
         out_dtype = hidden.dtype
+        d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale)
-        w, ws = mixer.in_proj.weight, mixer.in_proj.weight_scale
-        d = cfg.d_inner
-        xq = tk.int8_linear_quant(hq, w[:d], mixer.in_proj.input_scale, _rows(ws, 0, d), None,
-                                  mixer.conv1d.input_scale)
-        zq = tk.int8_linear_quant(hq, w[d:], mixer.in_proj.input_scale, _rows(ws, d, 2 * d), None, ssm.z_scale)
-        uq, conv_state = tk.causal_conv1d_int8(
+        # in_proj in one launch: the x and z halves requantized with their own scales.
+        xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
+        xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
+                                   mixer.in_proj.weight_scale, None, xz_scale)
+        xq, zq = xzq[..., :d], xzq[..., d:]
+        # The conv and scan states are updated in place in the cache (no copies).
+        uq, _ = tk.causal_conv1d_int8(
             xq, mixer.conv1d.input_scale, mixer.conv1d.weight, mixer.conv1d.weight_scale, mixer.conv1d.bias,
-            None if cache is None else cache.conv_state, mixer.x_proj.input_scale)
+            None if cache is None else cache.conv_state, mixer.x_proj.input_scale,
+            state_out=None if cache is None else cache.conv_state)
         us = mixer.x_proj.input_scale
-        w, ws = mixer.x_proj.weight, mixer.x_proj.weight_scale
-        r, n = cfg.dt_rank, cfg.d_state
-        lq = tk.int8_linear_quant(uq, w[:r], us, _rows(ws, 0, r), None, mixer.dt_proj.input_scale)
-        Bq = tk.int8_linear_quant(uq, w[r:r + n], us, _rows(ws, r, r + n), None, ssm.B_scale)
-        Cq = tk.int8_linear_quant(uq, w[r + n:], us, _rows(ws, r + n, r + 2 * n), None, ssm.C_scale)
+        # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
+        dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
+        dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale)
+        lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
         dtq = tk.int8_linear_quant(lq, mixer.dt_proj.weight, mixer.dt_proj.input_scale,
                                    mixer.dt_proj.weight_scale, None, ssm.dt_scale)
-        y, ssm_state = tk.selective_scan_int8(
+        y, _ = tk.selective_scan_int8(
             uq, us, dtq, ssm.dt_scale, mixer.A, Bq, ssm.B_scale, Cq, ssm.C_scale, ssm.D, zq, ssm.z_scale,
-            ssm.dt_bias, None if cache is None else cache.ssm_state)
-        if cache is not None:
-            cache.conv_state.copy_(conv_state)
-            cache.ssm_state.copy_(ssm_state)
+            ssm.dt_bias, None if cache is None else cache.ssm_state,
+            state_out=None if cache is None else cache.ssm_state)
         if mixer.hadamard_ssm_output:
             yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)
         else:
@@ -77,7 +89,94 @@ class FusedQBlock(Block):
                              mixer.out_proj.bias, out_dtype=out_dtype)
         return out, residual
 
+    def _scale_vector(self, name: str, parts) -> torch.Tensor:
+        """Per-tensor scales expanded to one fp32 vector over a merged projection's output
+        columns; rebuilt only when a scale tensor changes (its version counter moves)."""
+        # Inference tensors have no version counter (and cannot change outside inference mode).
+        key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t, _ in parts)
+        store = self.__dict__.setdefault("_fused_scale_vectors", {})
+        hit = store.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        vec = torch.cat([t.detach().reshape(-1)[:1].float().expand(count) for t, count in parts]).contiguous()
+        store[name] = (key, vec)
+        return vec
 
-def _rows(scale: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """The slice of a per-channel weight scale for a block of output rows (per-tensor: itself)."""
-    return scale[start:stop] if scale.dim() else scale
+
+def _graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    """Prefill on CUDA, no autograd, not inside another capture (a graphed decode step)."""
+    if not hidden.is_cuda or hidden.dim() != 3 or hidden.shape[1] <= 1 or torch.is_grad_enabled():
+        return False
+    if os.environ.get("QUAMBA_PREFILL_GRAPHS", "1") == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return False
+    if residual is not None and residual.dtype != torch.float32:
+        return False
+    return not torch.cuda.is_current_stream_capturing()
+
+
+class _PrefillGraphs:
+    """CUDA graphs of FusedQBlock forwards, per (device, batch, seqlen, dtype).
+
+    All blocks of one shape share a graph memory pool and two pairs of (hidden,
+    residual) buffers used ping-pong: a block replaying with its input in pair k
+    writes its output to pair 1 - k, which the next block takes as its input with
+    no copy. The pool is shared because graphs are replayed in the order they
+    were captured (layer order) and nothing a graph allocates outlives it except
+    through the pair buffers, so the pool holds about one block's intermediates.
+    Hence a block's outputs are valid until the block after next runs with the
+    same shape, which is how a layer stack consumes them.
+
+    A block is captured on its second call with a shape (the first compiles and
+    autotunes its kernels eagerly); the cache tensors' addresses are part of the
+    key (a graph writes the states in place). At most ``MAX_SHAPES`` shapes are
+    kept, least recently used dropped.
+    """
+
+    MAX_SHAPES = 2
+    MAX_GRAPHS_PER_BLOCK = 4
+    _shapes: OrderedDict = OrderedDict()
+
+    def __init__(self, hidden: torch.Tensor):
+        self.pool = torch.cuda.graph_pool_handle()
+        self.h = [torch.empty_like(hidden) for _ in range(2)]
+        self.r = [torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) for _ in range(2)]
+        self.calls: dict[int, int] = {}
+        self.graphs: dict[int, OrderedDict] = {}
+
+    @classmethod
+    def run(cls, block: FusedQBlock, hidden, residual, cache):
+        key = (hidden.device, tuple(hidden.shape), hidden.dtype)
+        st = cls._shapes.get(key)
+        if st is None:
+            st = cls._shapes[key] = cls(hidden)
+            while len(cls._shapes) > cls.MAX_SHAPES:
+                cls._shapes.popitem(last=False)
+        cls._shapes.move_to_end(key)
+        bid = id(block)
+        st.calls[bid] = st.calls.get(bid, 0) + 1
+        if st.calls[bid] < 2:
+            return block._forward_kernels(hidden, residual, cache)
+        src = next((k for k in (0, 1) if hidden.data_ptr() == st.h[k].data_ptr()
+                    and (residual is None or residual.data_ptr() == st.r[k].data_ptr())), None)
+        if src is None:
+            src = 0
+            st.h[0].copy_(hidden)
+            if residual is not None:
+                st.r[0].copy_(residual)
+        dst = 1 - src
+        gkey = (src, residual is None,
+                None if cache is None else (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()))
+        graphs = st.graphs.setdefault(bid, OrderedDict())
+        graph = graphs.get(gkey)
+        if graph is None:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=st.pool):
+                out, res = block._forward_kernels(st.h[src], None if residual is None else st.r[src], cache)
+                st.h[dst].copy_(out)
+                st.r[dst].copy_(res)
+            del out, res
+            graphs[gkey] = graph
+            while len(graphs) > cls.MAX_GRAPHS_PER_BLOCK:
+                graphs.popitem(last=False)
+        graph.replay()
+        return st.h[dst], st.r[dst]

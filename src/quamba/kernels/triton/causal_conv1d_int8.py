@@ -83,6 +83,9 @@ def _causal_conv1d_int8_kernel(
             sv_j = tl.load(s_base + offs_d[None, :] * stride_sd + (src_j + (WIDTH - 1))[:, None] * stride_sk,
                          mask=sm_j[:, None] & d_mask[None, :], other=0)
             nv = tl.where(xm_j[:, None], nv, sv_j)
+        # new_state may alias state (in-place update): every thread's reads of
+        # the old state come before any write.
+        tl.debug_barrier()
         tl.store(new_state_ptr + pid_b * stride_nb + offs_d[None, :] * stride_nd
                  + offs_j[:, None] * stride_nk, nv, mask=jm[:, None] & d_mask[None, :])
 
@@ -95,12 +98,14 @@ def causal_conv1d_int8(
     bias: torch.Tensor | None,
     conv_state_q: torch.Tensor | None,
     out_scale: torch.Tensor,
+    state_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_q: (batch, seqlen, dim) int8 (any strides); x_scale: per-tensor fp32;
     w_q: (dim, width) int8; w_scale: per-tensor or (dim,) fp32; bias: (dim,) or None;
     conv_state_q: (batch, dim, width - 1) int8 or None (zeros); out_scale: per-tensor.
     Returns u_q (batch, seqlen, dim) int8 = quantize(silu(conv(x) + bias), out_scale)
-    and the new conv state (batch, dim, width - 1) int8 (a new tensor)."""
+    and the new conv state (batch, dim, width - 1) int8: a new tensor, or ``state_out``
+    when given (it may be ``conv_state_q`` itself: the state is updated in place)."""
     op = "causal_conv1d_int8"
     check_device(op, x_q, x_scale, w_q, w_scale, bias, conv_state_q, out_scale)
     check_dtype(op, "x_q", x_q, (torch.int8,))
@@ -126,11 +131,19 @@ def causal_conv1d_int8(
         raise ValueError(f"{op}: w_scale must be per-tensor or ({dim},), got shape {tuple(w_scale.shape)}")
 
     out = torch.empty(batch, seqlen, dim, dtype=torch.int8, device=x_q.device)
-    new_state = torch.empty(batch, dim, width - 1, dtype=torch.int8, device=x_q.device)
+    if state_out is not None:
+        check_dtype(op, "state_out", state_out, (torch.int8,))
+        check_shape(op, "state_out", state_out, (batch, dim, width - 1))
+        new_state = state_out
+    else:
+        new_state = torch.empty(batch, dim, width - 1, dtype=torch.int8, device=x_q.device)
     st = conv_state_q if conv_state_q is not None else new_state   # dummy pointer when absent
     # Tiles sized to stay in registers (larger ones spill: checked in the SASS).
-    block_l = min(32, max(8, next_pow2(seqlen)))
-    block_d = 128 if block_l > 8 else 256
+    if seqlen == 1:   # a decode step: no masked-off time rows, more programs
+        block_l, block_d = 1, 128
+    else:
+        block_l = min(32, max(8, next_pow2(seqlen)))
+        block_d = 128 if block_l > 8 else 256
     grid = (batch, triton.cdiv(max(seqlen, 1), block_l), triton.cdiv(dim, block_d))
     _causal_conv1d_int8_kernel[grid](
         x_q, w_q, bias if bias is not None else xs, st, out, new_state,

@@ -42,8 +42,9 @@ DECODE_MAX_M = 64
 def _epilogue(acc, offs_m, offs_n, M, N,
               x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
               X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
-              QUANT_OUT: tl.constexpr):
-    """acc: (BM, BN) int32 -> fp32 (or int8 when QUANT_OUT) dequantized output tile."""
+              QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr):
+    """acc: (BM, BN) int32 -> fp32 (or int8 when QUANT_OUT) dequantized output tile.
+    OUT_PER_COL: the requantization scale is a vector over output columns."""
     if X_PER_ROW:
         xs = tl.load(x_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
     else:
@@ -56,7 +57,10 @@ def _epilogue(acc, offs_m, offs_n, M, N,
     if HAS_BIAS:
         out = out + tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     if QUANT_OUT:
-        out = quantize_int8(out, tl.load(out_scale_ptr))
+        if OUT_PER_COL:
+            out = quantize_int8(out, tl.load(out_scale_ptr + offs_n, mask=offs_n < N, other=1.0)[None, :])
+        else:
+            out = quantize_int8(out, tl.load(out_scale_ptr))
     return out
 
 
@@ -68,7 +72,7 @@ def _int8_gemm_kernel(
     M, N, K, M_BUCKET,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
-    QUANT_OUT: tl.constexpr,
+    QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped ordering: GROUP_M row-blocks share each weight column block while
@@ -97,7 +101,7 @@ def _int8_gemm_kernel(
         w_ptrs += BLOCK_K * stride_wk
 
     out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
-                    X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT)
+                    X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
     o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty),
              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
@@ -131,7 +135,7 @@ def _int8_gemv_kernel(
     M, N, K, K_PER_SPLIT,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
-    QUANT_OUT: tl.constexpr,
+    QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
@@ -158,7 +162,7 @@ def _int8_gemv_kernel(
     o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
     if SPLIT_K == 1:
         out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
-                        X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT)
+                        X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
     else:
         # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
@@ -174,7 +178,7 @@ def _int8_gemv_kernel(
                 part_ptrs = ws_ptr + s * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
                 total += tl.load(part_ptrs, mask=o_mask, other=0, cache_modifier=".cg")
             out = _epilogue(total, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr,
-                            out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT)
+                            out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
             tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
             tl.atomic_xchg(lock_ptr + pid_n, 0)               # ready for the next launch
 
@@ -269,14 +273,19 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
             raise ValueError(f"{op}: bias must have {N} elements, got shape {tuple(bias.shape)}")
         bias = bias.reshape(N).contiguous()
     quant_out = out_scale is not None
+    out_per_col = False
     if quant_out:
-        out_scale = scalar_scale(op, "out_scale", out_scale)
+        if isinstance(out_scale, torch.Tensor) and out_scale.numel() == N and N > 1:
+            out_per_col = True
+            out_scale = out_scale.reshape(N).float().contiguous()
+        else:
+            out_scale = scalar_scale(op, "out_scale", out_scale)
     out = torch.empty(M, N, dtype=torch.int8 if quant_out else out_dtype, device=x_q.device)
     if M == 0:
         return out.reshape(*lead, N)
     dummy = wsc  # any valid pointer for absent optional inputs
     flags = dict(X_PER_ROW=x_per_row, W_PER_COL=w_per_col, HAS_BIAS=bias is not None,
-                 QUANT_OUT=quant_out)
+                 QUANT_OUT=quant_out, OUT_PER_COL=out_per_col)
     args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
                 out_scale if quant_out else dummy)
     if M <= DECODE_MAX_M:
@@ -333,5 +342,7 @@ def int8_linear_quant(
     out_scale: torch.Tensor,
 ) -> torch.Tensor:
     """As ``int8_linear``, then requantized in the epilogue:
-    quantize_ref(out_fp32, out_scale) -> (..., N) int8 (out_scale per-tensor)."""
+    quantize_ref(out_fp32, out_scale) -> (..., N) int8. out_scale: per-tensor, or
+    (N,) per output column (one launch for several projections that share an
+    input but have different output scales, e.g. in_proj's x and z halves)."""
     return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant")

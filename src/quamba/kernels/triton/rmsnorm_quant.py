@@ -74,8 +74,14 @@ def rmsnorm_quant(
     x_q = torch.empty(M, d, dtype=torch.int8, device=hidden.device)
     r_out = torch.empty(M, d, dtype=torch.float32, device=hidden.device)
     block_d = next_pow2(d)
-    rows = max(1, min(16, 4096 // block_d))
-    num_warps = 4 if block_d * rows <= 4096 else 8
+    if M <= 8:
+        # Decode: a handful of rows, latency-bound. One row a program and enough
+        # warps that each thread holds a few elements (short serial chains).
+        rows = 1
+        num_warps = max(4, min(16, block_d // 256))
+    else:
+        rows = max(1, min(16, 4096 // block_d))
+        num_warps = 4 if block_d * rows <= 4096 else 8
     rr = r2 if r2 is not None else h2
     _rmsnorm_quant_kernel[(triton.cdiv(M, rows),)](
         h2, rr, weight.contiguous(), x_q, r_out, s,

@@ -149,6 +149,7 @@ def _selective_scan_kernel(
         tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
                  mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
 
+    tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + offs_d[:, None] * stride_fd + offs_n[None, :] * stride_fn,
              h, mask=dn_mask)
 
@@ -163,7 +164,8 @@ _BLOCK_D_OVERRIDE: int | None = None
 _CHUNK = 8
 
 
-def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype):
+def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
+            state_out=None):
     if u.dim() != 3:
         raise ValueError(f"{op}: u must be (batch, seqlen, dim), got shape {tuple(u.shape)}")
     batch, seqlen, dim = u.shape
@@ -182,7 +184,12 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     if initial_state is not None:
         check_shape(op, "initial_state", initial_state, (batch, dim, dstate))
     y = torch.empty(batch, seqlen, dim, dtype=y_dtype, device=u.device)
-    final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
+    if state_out is not None:
+        check_dtype(op, "state_out", state_out, (torch.float32,))
+        check_shape(op, "state_out", state_out, (batch, dim, dstate))
+        final = state_out
+    else:
+        final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
     block_n = next_pow2(dstate)
     # Prefill: 16 channels x 8-step chunks a program, one warp (the best of the
     # block/chunk sweep in docs/kernels.md: many short independent latency
@@ -237,12 +244,14 @@ def selective_scan_int8(
     z_q: torch.Tensor | None, z_scale: torch.Tensor | None,
     dt_bias: torch.Tensor | None,
     initial_state: torch.Tensor | None = None,
+    state_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
     D, dt_bias: (dim,) or None; initial_state: (batch, dim, dstate) fp32 or None.
     Softplus is always applied to dt + dt_bias.
-    Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32."""
+    Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32,
+    written to ``state_out`` when given (may be ``initial_state``: in place)."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
                  dt_bias, initial_state)
@@ -259,7 +268,7 @@ def selective_scan_int8(
               scalar_scale(op, "B_scale", B_scale), scalar_scale(op, "C_scale", C_scale)]
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
     return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
-                   torch.float16)
+                   torch.float16, state_out)
 
 
 def selective_scan(
@@ -273,12 +282,14 @@ def selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = True,
     initial_state: torch.Tensor | None = None,
+    state_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float twin of ``selective_scan_ref`` (same signature, minus chunk_size):
     u, delta, z: (batch, seqlen, dim) fp16/bf16/fp32; A: (dim, dstate);
     B, C: (batch, seqlen, dstate); D, delta_bias: (dim,); initial_state:
     (batch, dim, dstate) fp32 or None. Math in fp32.
-    Returns y (batch, seqlen, dim) in u's dtype and the final state fp32."""
+    Returns y (batch, seqlen, dim) in u's dtype and the final state fp32 (in
+    ``state_out`` when given, which may be ``initial_state``)."""
     op = "selective_scan"
     check_device(op, u, delta, A, B, C, D, z, delta_bias, initial_state)
     floats = (torch.float16, torch.bfloat16, torch.float32)
@@ -290,4 +301,4 @@ def selective_scan(
         check_dtype(op, "initial_state", initial_state, (torch.float32,))
     s = A  # scales are unused on the float path; any pointer will do
     return _launch(op, u, delta, A, B, C, D, z, delta_bias, initial_state, [s] * 5,
-                   delta_softplus, u.dtype)
+                   delta_softplus, u.dtype, state_out)

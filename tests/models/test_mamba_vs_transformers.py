@@ -31,13 +31,13 @@ def test_logits_match_transformers(ref_model, hf_ref):
 
 
 def test_perplexity_matches_transformers(ref_model, hf_ref, val_ids):
-    windows = eval_windows(val_ids, 1024, max_windows=2)
+    windows = eval_windows(val_ids, 1024, max_windows=1)  # transformers' CPU path is slow: one window
     ours = perplexity(ref_model, windows, show_progress=False)
     with torch.no_grad():
         logits = hf_ref(windows).logits
     nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
     assert abs(ours.ppl / torch.exp(nll).item() - 1) < 0.01
-    assert ours.tokens == 2 * 1023
+    assert ours.tokens == 1023
 
 
 def test_transformers_layout_loads_the_same(ref_model, hf_ref, tmp_path):

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from quamba.kernels.quantize_ref import QMAX, quantize_ref
 
-__all__ = ["QLinear", "quantize_weight"]
+__all__ = ["QLinear", "quantize_weight", "dequantize_weight"]
 
 
 def quantize_weight(weight: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,6 +26,12 @@ def quantize_weight(weight: torch.Tensor, granularity: str) -> tuple[torch.Tenso
         scale = (w.abs().amax() / QMAX).clamp_min(1e-8)
         q = quantize_ref(w, scale)
     return q, scale
+
+
+def dequantize_weight(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """int8 (out, ...) weight times its per-tensor () or per-output-channel (out,) scale, in ``dtype``."""
+    scale = scale.to(dtype)
+    return weight.to(dtype) * (scale.view(-1, *([1] * (weight.dim() - 1))) if scale.dim() else scale)
 
 
 class QLinear(nn.Module):
@@ -56,8 +62,7 @@ class QLinear(nn.Module):
         return q
 
     def dequantized_weight(self) -> torch.Tensor:
-        scale = self.weight_scale.view(-1, 1) if self.weight_scale.dim() else self.weight_scale
-        return self.weight.float() * scale
+        return dequantize_weight(self.weight, self.weight_scale)
 
     def extra_repr(self) -> str:
         gran = "channel" if self.weight_scale.dim() else "tensor"

@@ -13,11 +13,12 @@ from quamba.kernels.triton import int8_linear, int8_linear_quant  # noqa: E402
 
 from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
-# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small), larger M the GEMM.
+# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small; M == 1 with N <= K the
+# CUDA-core row kernel), larger M the GEMM.
 SHAPES = shapes(
     gpu=[(1, 1280, 384), (1, 2560, 5120), (7, 1536, 1280), (33, 384, 1536), (64, 1280, 1536),
          (65, 384, 1280), (300, 1536, 384), (2048, 1280, 1536)],
-    cpu=[(1, 96, 80), (3, 64, 384), (7, 48, 64), (33, 40, 72), (70, 48, 80)],
+    cpu=[(1, 96, 80), (1, 40, 200), (3, 64, 384), (7, 48, 64), (33, 40, 72), (70, 48, 80)],
 )
 
 
@@ -82,7 +83,7 @@ def test_int8_linear_rejects_bad_inputs(device):
         int8_linear(x_q, w_q, s, torch.ones(5, device=device))
 
 
-@pytest.mark.parametrize("M,N,K", [SHAPES[0], SHAPES[-1]])
+@pytest.mark.parametrize("M,N,K", [SHAPES[0], SHAPES[1], SHAPES[-1]])
 def test_int8_linear_quant_per_column_out_scale(M, N, K, device):
     """A (N,) out_scale requantizes each output column with its own scale: one
     launch for projections that share an input (in_proj's x and z halves)."""

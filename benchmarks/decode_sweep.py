@@ -26,6 +26,7 @@ parser.add_argument("--shape", default="2.8b")
 parser.add_argument("--batch", type=int, nargs="+", default=[1])
 parser.add_argument("--json", required=True)
 parser.add_argument("--quick", action="store_true", help="a few configs only")
+parser.add_argument("--skip-gemv", action="store_true", help="only the Hadamard part")
 args = parser.parse_args()
 
 
@@ -63,7 +64,7 @@ if args.quick:
 else:
     grid = [dict(BLOCK_N=bn, BLOCK_K=bk, PROGRAMS_PER_SM=pps, num_stages=st, num_warps=4, MAX_SPLIT=64)
             for bn, bk, pps, st in itertools.product((32, 64, 128), (128, 256, 512), (1, 2, 4, 8, 16), (2, 3, 4))]
-for M in args.batch:
+for M in [] if args.skip_gemv else args.batch:
     for name, (N, K) in shapes.items():
         reps_w = max(4, (256 << 20) // (N * K))          # >= 256 MB of distinct weights: nothing stays in L2
         ws = [torch.randint(-127, 128, (N, K), dtype=torch.int8, device="cuda") for _ in range(reps_w)]
@@ -96,7 +97,21 @@ for M in args.batch:
     ys = [torch.randn(M, d, dtype=torch.float16, device="cuda") for _ in range(64)]
     s = torch.tensor(0.01, device="cuda")
     m, p, A = had_mod._factor(d, ys[0].device)
-    ref = had_mod.hadamard_quant(ys[0], s)
+    m, p, A = had_mod._factor(d, ys[0].device)
+    ref = torch.empty(M, d, dtype=torch.int8, device="cuda")
+    had_mod._launch(ys[0], s, m, p, A, ref, had_mod._DEFAULT_MIX)       # the one-program-a-row kernel
+    for cols in (16, 32, 64):   # the column-split decode kernel that hadamard_quant picks for few rows
+        had_mod._COLS_PER_PROGRAM = cols
+        outs = [None] * len(ys)
+
+        def call(i):
+            outs[i] = had_mod.hadamard_quant(ys[i], s)
+
+        us = graph_us([lambda i=i: call(i) for i in range(len(ys))])
+        diff = int((had_mod.hadamard_quant(ys[0], s).int() - ref.int()).abs().max())
+        results["hadamard"].append({"M": M, "kernel": "cols", "cols": cols, "us": us, "max_int8_diff_vs_rows_kernel": diff})
+        print(results["hadamard"][-1], flush=True)
+    had_mod._COLS_PER_PROGRAM = 16
     for mix, warps in itertools.product((0, 1, 2), (1, 2, 4, 8, 16)):
         outs = [torch.empty(M, d, dtype=torch.int8, device="cuda") for _ in ys]
         try:

@@ -36,12 +36,34 @@ def _greedy(model, tok, n=64):
     return generate(model, ids, n).tolist()
 
 
+@torch.inference_mode()
+def _teacher_forced(cpu, gpu, tok, cpu_tokens):
+    """Both models read the reference's own greedy text in one forward: at each of
+    its positions, do they pick the same next token, and where not, how close was
+    the reference's own choice (its top-1 minus top-2 logit)? Separates near-ties
+    (which any rounding difference flips, and greedy decoding then compounds) from
+    real disagreement."""
+    ids = torch.tensor(tok.encode(PROMPT) + cpu_tokens[:-1])[None]
+    n = len(cpu_tokens)
+    ref = cpu(ids).float()[0, -n:]
+    got = gpu(ids.to(gpu.device)).float().cpu()[0, -n:]
+    top2 = ref.topk(2, dim=-1).values
+    margin = (top2[:, 0] - top2[:, 1])
+    disagree = (ref.argmax(-1) != got.argmax(-1)).nonzero().flatten().tolist()
+    return {"positions": n, "argmax_agree": n - len(disagree), "disagree_at": disagree,
+            "ref_margin_at_disagreement": [float(margin[i]) for i in disagree],
+            "ref_margin_median": float(margin.median()),
+            "max_abs_logit_diff": float((ref - got).abs().max()),
+            "logit_rel_err": float((ref - got).norm() / ref.norm())}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["fp", "w8a8"])
     parser.add_argument("--model", default=None)
     parser.add_argument("--text", required=True)
     parser.add_argument("--max-windows", type=int, default=None)
+    parser.add_argument("--gpu-dtype", default="fp16", help="dtype of the GPU model's fp parts")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
     torch.set_num_threads(16)
@@ -50,12 +72,14 @@ def main():
         gpu, _ = load_with_tokenizer(args.model, dtype="fp16", device="cuda")
     else:
         cpu, tok = load_with_tokenizer(args.model, dtype="fp32", device="cpu", backend="reference")
-        gpu, _ = load_with_tokenizer(args.model, dtype="fp16", device="cuda", backend="triton")
+        gpu, _ = load_with_tokenizer(args.model, dtype=args.gpu_dtype, device="cuda", backend="triton")
     out = {"what": args.what, "model": args.model, "text": args.text,
            "cpu": _ppl(cpu, tok, args.text, args.max_windows), "gpu": _ppl(gpu, tok, args.text, args.max_windows)}
     out["ppl_rel_diff"] = out["gpu"]["ppl"] / out["cpu"]["ppl"] - 1
     cpu_tokens, gpu_tokens = _greedy(cpu, tok), _greedy(gpu, tok)
     same = next((i for i, (a, b) in enumerate(zip(cpu_tokens, gpu_tokens)) if a != b), len(cpu_tokens))
+    if args.what == "w8a8":
+        out["teacher_forced"] = _teacher_forced(cpu, gpu, tok, cpu_tokens)
     out.update({"greedy_prompt": PROMPT, "greedy_cpu": tok.decode(cpu_tokens), "greedy_gpu": tok.decode(gpu_tokens),
                 "greedy_identical_prefix": same, "greedy_tokens": len(cpu_tokens),
                 "torch": torch.__version__, "device": torch.cuda.get_device_name()})

@@ -258,18 +258,23 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     the split-K counters make repeated benchmark launches harmless, but the
     choice is simple enough to state)."""
     o = _GEMV_OVERRIDE or {}
-    # Defaults from the M=1 sweep in docs/kernels.md (H100): 64 x 256 tiles and
-    # about 2 programs per SM, i.e. no split for in_proj (160 column blocks),
-    # a 4-way split for out_proj (40 blocks).
+    # Defaults from graph-timed sweeps on an H100 (docs/sweeps/decode_sweep_h100.json):
+    # M <= 32: 64 x 256 tiles, about 2 programs per SM (no split for in_proj, a
+    # 4-way split for out_proj). M = 64: 64-row tiles for wide outputs, 32 for
+    # narrow ones, 1 program per SM and 3 stages (in_proj 14.2 -> 12.9 µs,
+    # out_proj 13.6 -> 11.2, x_proj 8.4 -> 6.3 against the M <= 32 choice).
     block_m = max(16, next_pow2(M))
-    block_n = o.get("BLOCK_N", 64 if M <= 32 else 32)
-    block_k = o.get("BLOCK_K", 256 if M <= 32 else 128)
+    small = M <= 32
+    block_n = o.get("BLOCK_N", 64 if small or N >= 1024 else 32)
+    block_k = o.get("BLOCK_K", 256)
+    stages = o.get("num_stages", 4 if small else 3)
+    programs_per_sm = o.get("PROGRAMS_PER_SM", 2 if small else 1)
     if interpret_mode():
         block_k = 64
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
-    # Aim for about 4 programs per SM so that enough weight bytes are in flight.
-    target = o.get("PROGRAMS_PER_SM", 2) * _num_sms(device)
+    # Split K while the column blocks alone give too few programs to keep HBM busy.
+    target = programs_per_sm * _num_sms(device)
     split = 1
     while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
         split *= 2
@@ -277,7 +282,7 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     split = triton.cdiv(K, k_per_split)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,
                 K_PER_SPLIT=k_per_split, num_warps=o.get("num_warps", 4),
-                num_stages=o.get("num_stages", 4))
+                num_stages=stages)
 
 
 # ----------------------------------------------------------------------------- wrappers

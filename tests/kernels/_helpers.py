@@ -24,6 +24,17 @@ def assert_int8_match(out: torch.Tensor, ref: torch.Tensor, max_frac: float = 1e
     assert n_off <= allowed, f"{n_off} of {diff.numel()} int8 outputs off by one (allowed {allowed})"
 
 
+def assert_within_one_rounding(out: torch.Tensor, ref: torch.Tensor, fp32_rtol: float = 1e-5) -> None:
+    """Float outputs of fp32 math: fp16/bf16 ones at most one rounding step (ulp)
+    apart (the fp32 values before the cast differ in the last bits, so a few
+    land on the other side of a rounding boundary); fp32 ones within fp32_rtol."""
+    assert out.dtype == ref.dtype and out.shape == ref.shape, (out.dtype, ref.dtype, out.shape, ref.shape)
+    rtol = fp32_rtol if out.dtype == torch.float32 else torch.finfo(out.dtype).eps
+    out, ref = out.float().cpu(), ref.float().cpu()
+    assert torch.isfinite(out).all(), "non-finite values in kernel output"
+    torch.testing.assert_close(out, ref, rtol=rtol, atol=1e-6)
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     """||out - ref|| / ||ref|| in fp64."""
     out, ref = out.double().cpu(), ref.double().cpu()

@@ -1,4 +1,4 @@
-"""rmsnorm_quant (Triton) against rmsnorm_quant_ref."""
+"""rmsnorm_quant and add_rmsnorm (Triton) against rmsnorm_quant_ref and add_rmsnorm_ref."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 
 pytest.importorskip("triton")
 
-from quamba.kernels.rmsnorm_quant_ref import rmsnorm_quant_ref  # noqa: E402
-from quamba.kernels.triton import rmsnorm_quant  # noqa: E402
+from quamba.kernels.rmsnorm_quant_ref import add_rmsnorm_ref, rmsnorm_quant_ref  # noqa: E402
+from quamba.kernels.triton import add_rmsnorm, rmsnorm_quant  # noqa: E402
 
-from ._helpers import assert_int8_match, scale_for, shapes  # noqa: E402
+from ._helpers import assert_int8_match, assert_within_one_rounding, scale_for, shapes  # noqa: E402
 
 SHAPES = shapes(gpu=[(1, 1, 2560), (2, 7, 1280), (1, 33, 1536), (3, 5, 384), (1, 2048, 2560)],
                 cpu=[(1, 1, 48), (2, 7, 100), (1, 33, 384)])
@@ -41,3 +41,54 @@ def test_rmsnorm_quant_rejects_bad_inputs(device):
         rmsnorm_quant(h, None, torch.ones(7, device=device), 1e-5, torch.tensor(1.0, device=device))
     with pytest.raises(ValueError, match="per-tensor"):
         rmsnorm_quant(h, None, torch.ones(8, device=device), 1e-5, torch.ones(2, device=device))
+
+
+@pytest.mark.parametrize("b,l,d", SHAPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_add_rmsnorm_matches_ref(b, l, d, with_residual, dtype, device):
+    hidden = torch.randn(b, l, d, device=device, dtype=dtype) * 3
+    residual = torch.randn(b, l, d, device=device, dtype=torch.float32) * 10 if with_residual else None
+    weight = torch.rand(d, device=device, dtype=dtype) + 0.5
+    normed, r_out = add_rmsnorm(hidden, residual, weight, 1e-5, dtype)
+    ref_normed, ref_r = add_rmsnorm_ref(hidden, residual, weight, 1e-5, dtype)
+    assert r_out.dtype == torch.float32 and r_out.shape == (b, l, d)
+    assert torch.equal(r_out, ref_r)
+    assert_within_one_rounding(normed, ref_normed)
+
+
+def test_add_rmsnorm_out_dtype_and_strided_hidden(device):
+    """fp16 activations normed to fp32 (out_dtype), hidden a non-contiguous slice."""
+    wide = torch.randn(3, 5, 2 * 100, device=device, dtype=torch.float16)
+    hidden = wide[..., ::2]
+    residual = torch.randn(3, 5, 100, device=device)
+    weight = torch.rand(100, device=device) + 0.5
+    normed, r_out = add_rmsnorm(hidden, residual, weight, 1e-6, torch.float32)
+    ref_normed, ref_r = add_rmsnorm_ref(hidden, residual, weight, 1e-6, torch.float32)
+    assert normed.dtype == torch.float32
+    assert torch.equal(r_out, ref_r)
+    assert_within_one_rounding(normed, ref_normed)
+
+
+def test_add_rmsnorm_matches_the_fp_block(device):
+    """The twin computes what models.mamba.Block does before its mixer."""
+    from quamba.models.mamba import RMSNorm
+
+    norm = RMSNorm(64, eps=1e-5, device=device, dtype=torch.float16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    hidden = torch.randn(2, 3, 64, device=device, dtype=torch.float16)
+    residual = torch.randn(2, 3, 64, device=device)
+    with torch.no_grad():
+        block_r = hidden.float() + residual
+        block_normed = norm(block_r).to(torch.float16)
+        ref_normed, ref_r = add_rmsnorm_ref(hidden, residual, norm.weight, norm.eps, torch.float16)
+    assert torch.equal(ref_r, block_r) and torch.equal(ref_normed, block_normed)
+
+
+def test_add_rmsnorm_rejects_bad_inputs(device):
+    h = torch.randn(2, 8, device=device)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        add_rmsnorm(h, None, torch.ones(7, device=device), 1e-5)
+    with pytest.raises(ValueError, match="out_dtype"):
+        add_rmsnorm(h, None, torch.ones(8, device=device), 1e-5, torch.int8)

@@ -1,8 +1,10 @@
-"""Residual add + RMSNorm + int8 quantization (reference twin).
+"""Residual add + RMSNorm, with a float or an int8 output (reference twins).
 
 residual_out = hidden + residual in fp32 (kept in fp32 for the next block: the
 residual stream of a deep Mamba grows large and fp16 would round it);
-x = residual_out * rsqrt(mean(residual_out^2) + eps) * weight, then quantized.
+x = residual_out * rsqrt(mean(residual_out^2) + eps) * weight in fp32, then cast
+(``add_rmsnorm_ref``, what ``models.mamba.Block`` computes) or quantized
+(``rmsnorm_quant_ref``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,25 @@ import torch
 
 from .quantize_ref import quantize_ref
 
-__all__ = ["rmsnorm_quant_ref"]
+__all__ = ["add_rmsnorm_ref", "rmsnorm_quant_ref"]
+
+
+def _add_rmsnorm_fp32(hidden, residual, weight, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    r = hidden.float() if residual is None else hidden.float() + residual.float()
+    return r * torch.rsqrt(r.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.float(), r
+
+
+def add_rmsnorm_ref(
+    hidden: torch.Tensor,
+    residual: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden: (..., d); residual: (..., d) or None; weight: (d,); out_dtype: default hidden's.
+    Returns normed (..., d) in out_dtype and residual_out (..., d) fp32."""
+    x, r = _add_rmsnorm_fp32(hidden, residual, weight, eps)
+    return x.to(hidden.dtype if out_dtype is None else out_dtype), r
 
 
 def rmsnorm_quant_ref(
@@ -23,6 +43,5 @@ def rmsnorm_quant_ref(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden: (..., d); residual: (..., d) or None; weight: (d,); scale: per-tensor.
     Returns x_q (..., d) int8 and residual_out (..., d) fp32."""
-    r = hidden.float() if residual is None else hidden.float() + residual.float()
-    x = r * torch.rsqrt(r.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.float()
+    x, r = _add_rmsnorm_fp32(hidden, residual, weight, eps)
     return quantize_ref(x, scale), r

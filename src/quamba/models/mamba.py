@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
 from quamba.kernels.dispatch import selective_scan
 from quamba.models.config import MambaConfig
+from quamba.models.fused_block import fused_forward, fused_forward_kernels, fused_path_applies
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
 
@@ -118,7 +119,11 @@ def _no_tap(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """residual += hidden; hidden = mixer(norm(residual)); the residual stays fp32."""
+    """residual += hidden; hidden = mixer(norm(residual)); the residual stays fp32.
+
+    With a plain MambaMixer on CUDA the same function runs as seven fused
+    launches (models/fused_block.py; ``fused_path_applies`` says when).
+    """
 
     def __init__(self, config: MambaConfig, device=None, dtype=None):
         super().__init__()
@@ -127,11 +132,18 @@ class Block(nn.Module):
         self.residual_in_fp32 = config.residual_in_fp32
 
     def forward(self, hidden, residual, cache: LayerCache | None = None):
+        # Exactly MambaMixer: the quantized mixer's reference backend runs in this Block too.
+        if type(self.mixer) is MambaMixer and fused_path_applies(self, hidden, cache):
+            return fused_forward(self, hidden, residual, cache)
         residual = hidden.float() + residual.float() if residual is not None else hidden.float()
         if not self.residual_in_fp32:
             residual = residual.to(hidden.dtype)
         normed = self.norm(residual).to(hidden.dtype)
         return self.mixer(normed, cache), residual
+
+    def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None):
+        """The fused path without prefill graphs (what models.prefill_graphs captures)."""
+        return fused_forward_kernels(self, hidden, residual, cache)
 
 
 class Backbone(nn.Module):

@@ -6,10 +6,12 @@ kernel (here)                  reference twin
 int8_linear                    int8_linear_ref.int8_linear_ref
 int8_linear_quant              quantize_ref(int8_linear_ref(...), out_scale)
 causal_conv1d_int8             causal_conv1d_int8_ref.causal_conv1d_int8_ref
+causal_conv1d                  causal_conv1d_ref.causal_conv1d_ref
 selective_scan_int8            selective_scan_int8_ref.selective_scan_int8_ref
 selective_scan                 selective_scan_ref.selective_scan_ref
 hadamard_quant                 hadamard_quant_ref.hadamard_quant_ref
 rmsnorm_quant                  rmsnorm_quant_ref.rmsnorm_quant_ref
+add_rmsnorm                    rmsnorm_quant_ref.add_rmsnorm_ref
 =============================  ==============================================
 
 Importing this package never fails: when Triton is missing, ``triton_available()``
@@ -32,14 +34,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = ["triton_available", "triton_unavailable_reason"]
 
 if _TRITON_IMPORT_ERROR is None:
+    from .causal_conv1d import causal_conv1d
     from .causal_conv1d_int8 import causal_conv1d_int8
     from .hadamard_quant import hadamard_quant
     from .int8_linear import int8_linear, int8_linear_quant
-    from .rmsnorm_quant import rmsnorm_quant
+    from .rmsnorm_quant import add_rmsnorm, rmsnorm_quant
     from .selective_scan import selective_scan, selective_scan_int8
 
     __all__ += ["int8_linear", "int8_linear_quant", "causal_conv1d_int8", "selective_scan_int8",
-                "selective_scan", "hadamard_quant", "rmsnorm_quant"]
+                "selective_scan", "hadamard_quant", "rmsnorm_quant", "causal_conv1d", "add_rmsnorm"]
 
 
 def _interpret() -> bool:

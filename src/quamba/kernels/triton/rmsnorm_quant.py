@@ -1,7 +1,9 @@
-"""Fused residual add + RMSNorm + int8 quantization, one row per program.
+"""Fused residual add + RMSNorm, one row per program: int8 or float output.
 
-Twin of ``quamba.kernels.rmsnorm_quant_ref.rmsnorm_quant_ref``: one read of
-hidden (and residual), one fp32 write of the new residual, one int8 write.
+Twins: ``rmsnorm_quant`` of ``quamba.kernels.rmsnorm_quant_ref.rmsnorm_quant_ref``
+(int8 output, the W8A8 block) and ``add_rmsnorm`` of ``add_rmsnorm_ref`` (float
+output, the fp block); one kernel serves both (QUANT). One read of hidden (and
+residual), one fp32 write of the new residual, one write of the normed row.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import triton.language as tl
 
 from ._common import check_device, check_dtype, check_shape, next_pow2, quantize_int8, scalar_scale
 
-__all__ = ["rmsnorm_quant"]
+__all__ = ["rmsnorm_quant", "add_rmsnorm"]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
-def _rmsnorm_quant_kernel(
-    h_ptr, r_ptr, w_ptr, xq_ptr, ro_ptr, scale_ptr,
+def _add_rmsnorm_kernel(
+    h_ptr, r_ptr, w_ptr, x_ptr, ro_ptr, scale_ptr,
     M, D, eps,
     stride_hm, stride_rm, stride_xm, stride_om,
-    HAS_RESIDUAL: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs_m = pid * ROWS + tl.arange(0, ROWS)
@@ -36,8 +40,9 @@ def _rmsnorm_quant_kernel(
     rstd = tl.math.div_rn(tl.full(var.shape, 1.0, tl.float32), tl.sqrt_rn(var + eps))
     w = tl.load(w_ptr + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
     x = r * rstd[:, None] * w[None, :]
-    q = quantize_int8(x, tl.load(scale_ptr))
-    tl.store(xq_ptr + offs_m[:, None] * stride_xm + offs_d[None, :], q, mask=mask)
+    if QUANT:
+        x = quantize_int8(x, tl.load(scale_ptr))
+    tl.store(x_ptr + offs_m[:, None] * stride_xm + offs_d[None, :], x.to(x_ptr.dtype.element_ty), mask=mask)
 
 
 def rmsnorm_quant(
@@ -53,14 +58,41 @@ def rmsnorm_quant(
     and residual_out (..., d) fp32 = hidden + residual."""
     op = "rmsnorm_quant"
     check_device(op, hidden, residual, weight, scale)
-    floats = (torch.float16, torch.bfloat16, torch.float32)
-    check_dtype(op, "hidden", hidden, floats)
-    d = hidden.shape[-1]
-    check_shape(op, "weight", weight, (d,))
+    _check(op, hidden, residual, weight)
+    return _launch(hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale))
+
+
+def add_rmsnorm(
+    hidden: torch.Tensor,
+    residual: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden: (..., d) float; residual: (..., d) float or None; weight: (d,);
+    out_dtype: fp16/bf16/fp32 (default: hidden's dtype).
+    Returns normed (..., d) = rmsnorm(hidden + residual) * weight computed in fp32
+    and cast to out_dtype, and residual_out (..., d) fp32 = hidden + residual."""
+    op = "add_rmsnorm"
+    check_device(op, hidden, residual, weight)
+    _check(op, hidden, residual, weight)
+    out_dtype = hidden.dtype if out_dtype is None else out_dtype
+    if out_dtype not in _FLOATS:
+        raise ValueError(f"{op}: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
+    return _launch(hidden, residual, weight, eps, out_dtype, None)
+
+
+def _check(op, hidden, residual, weight) -> None:
+    check_dtype(op, "hidden", hidden, _FLOATS)
+    check_shape(op, "weight", weight, (hidden.shape[-1],))
     if residual is not None:
-        check_dtype(op, "residual", residual, floats)
+        check_dtype(op, "residual", residual, _FLOATS)
         check_shape(op, "residual", residual, tuple(hidden.shape))
-    s = scalar_scale(op, "scale", scale)
+
+
+def _launch(hidden, residual, weight, eps, out_dtype, scale):
+    """scale: the per-tensor int8 scale (QUANT), or None for a float output."""
+    d = hidden.shape[-1]
     lead = hidden.shape[:-1]
     h2 = hidden.reshape(-1, d)
     if h2.stride(-1) != 1:
@@ -71,7 +103,7 @@ def rmsnorm_quant(
         if r2.stride(-1) != 1:
             r2 = r2.contiguous()
     M = h2.shape[0]
-    x_q = torch.empty(M, d, dtype=torch.int8, device=hidden.device)
+    x = torch.empty(M, d, dtype=out_dtype, device=hidden.device)
     r_out = torch.empty(M, d, dtype=torch.float32, device=hidden.device)
     block_d = next_pow2(d)
     if M <= 8:
@@ -83,10 +115,11 @@ def rmsnorm_quant(
         rows = max(1, min(16, 4096 // block_d))
         num_warps = 4 if block_d * rows <= 4096 else 8
     rr = r2 if r2 is not None else h2
-    _rmsnorm_quant_kernel[(triton.cdiv(M, rows),)](
-        h2, rr, weight.contiguous(), x_q, r_out, s,
+    _add_rmsnorm_kernel[(triton.cdiv(M, rows),)](
+        h2, rr, weight.contiguous(), x, r_out, scale if scale is not None else r_out,
         M, d, float(eps),
-        h2.stride(0), rr.stride(0), x_q.stride(0), r_out.stride(0),
-        HAS_RESIDUAL=residual is not None, BLOCK_D=block_d, ROWS=rows, num_warps=num_warps,
+        h2.stride(0), rr.stride(0), x.stride(0), r_out.stride(0),
+        HAS_RESIDUAL=residual is not None, QUANT=scale is not None, BLOCK_D=block_d, ROWS=rows,
+        num_warps=num_warps,
     )
-    return x_q.reshape(*lead, d), r_out.reshape(*lead, d)
+    return x.reshape(*lead, d), r_out.reshape(*lead, d)

@@ -1,0 +1,181 @@
+"""Causal depthwise conv1d + bias + SiLU over float or int8 activations.
+
+Twins: ``causal_conv1d`` of ``quamba.kernels.causal_conv1d_ref.causal_conv1d_ref``
+(fp16/bf16/fp32 in and out, fp32 math) and ``causal_conv1d_int8`` (in
+causal_conv1d_int8.py) of ``causal_conv1d_int8_ref``; one kernel serves both (IS_INT8).
+
+One program computes a (BLOCK_L timesteps, BLOCK_D channels) tile; channels are
+the contiguous axis of the token-major input, so every load is coalesced. Tap k
+of output t reads input t + k - (width - 1), which comes from the conv state
+when negative: continuing from a state and single-token decode (seqlen 1) are
+the same code path. Programs of the first time block also write the new state
+(the last width - 1 inputs), which may be the input state itself (in place).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import check_device, check_dtype, check_shape, next_pow2, quantize_int8
+
+__all__ = ["causal_conv1d"]
+
+
+@triton.jit
+def _causal_conv1d_kernel(
+    x_ptr, w_ptr, bias_ptr, state_ptr, out_ptr, new_state_ptr,
+    x_scale_ptr, w_scale_ptr, out_scale_ptr,
+    L, D,
+    stride_xb, stride_xl, stride_xd,
+    stride_wd, stride_wk,
+    stride_sb, stride_sd, stride_sk,
+    stride_ob, stride_ol, stride_od,
+    stride_nb, stride_nd, stride_nk,
+    WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STATE: tl.constexpr, SILU: tl.constexpr,
+    IS_INT8: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    pid_l = tl.program_id(1)
+    pid_d = tl.program_id(2)
+    offs_l = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = offs_d < D
+    x_base = x_ptr + pid_b * stride_xb
+    s_base = state_ptr + pid_b * stride_sb
+    # The state holds past inputs; the reference concatenates it to x in x's
+    # dtype, so a wider state (an fp32 cache beside fp16 activations) is rounded
+    # to x's dtype first.
+    x_ty = x_ptr.dtype.element_ty
+
+    acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
+    for k in tl.static_range(WIDTH):
+        w_k = tl.load(w_ptr + offs_d * stride_wd + k * stride_wk, mask=d_mask, other=0).to(tl.float32)
+        src = offs_l + (k - (WIDTH - 1))                           # input time of this tap
+        xm = (src >= 0) & (src < L)
+        xv = tl.load(x_base + src[:, None] * stride_xl + offs_d[None, :] * stride_xd,
+                     mask=xm[:, None] & d_mask[None, :], other=0)
+        if HAS_STATE:
+            sm = (src < 0) & (offs_l < L)
+            sv = tl.load(s_base + offs_d[None, :] * stride_sd + (src + (WIDTH - 1))[:, None] * stride_sk,
+                         mask=sm[:, None] & d_mask[None, :], other=0)
+            xv = tl.where(xm[:, None], xv, sv.to(x_ty))
+        acc += xv.to(tl.float32) * w_k[None, :]
+    if IS_INT8:
+        if W_PER_CHANNEL:
+            w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
+        else:
+            w_scale = tl.load(w_scale_ptr)
+        # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
+        acc = acc * (tl.load(x_scale_ptr) * w_scale)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[None, :]
+    if SILU:
+        acc = acc / (1.0 + tl.exp(-acc))
+    if IS_INT8:
+        res = quantize_int8(acc, tl.load(out_scale_ptr))
+    else:
+        res = acc.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + pid_b * stride_ob + offs_l[:, None] * stride_ol + offs_d[None, :] * stride_od,
+             res, mask=(offs_l < L)[:, None] & d_mask[None, :])
+
+    if pid_l == 0:
+        # new_state[j] = full[L + j], full = state ++ x, j in [0, WIDTH - 1)
+        offs_j = tl.arange(0, BLOCK_S)
+        src_j = L + offs_j - (WIDTH - 1)
+        jm = offs_j < WIDTH - 1
+        xm_j = (src_j >= 0) & jm
+        nv = tl.load(x_base + src_j[:, None] * stride_xl + offs_d[None, :] * stride_xd,
+                     mask=xm_j[:, None] & d_mask[None, :], other=0)
+        if HAS_STATE:
+            sm_j = (src_j < 0) & jm
+            sv_j = tl.load(s_base + offs_d[None, :] * stride_sd + (src_j + (WIDTH - 1))[:, None] * stride_sk,
+                           mask=sm_j[:, None] & d_mask[None, :], other=0)
+            nv = tl.where(xm_j[:, None], nv, sv_j.to(x_ty))
+        # new_state may alias state (in-place update): every thread's reads of
+        # the old state come before any write.
+        tl.debug_barrier()
+        tl.store(new_state_ptr + pid_b * stride_nb + offs_d[None, :] * stride_nd
+                 + offs_j[:, None] * stride_nk, nv.to(new_state_ptr.dtype.element_ty),
+                 mask=jm[:, None] & d_mask[None, :])
+
+
+def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8_scales=None):
+    """Launches the kernel on checked arguments (shared by both wrappers).
+    int8_scales: (x_scale, w_scale, out_scale) fp32 for int8 activations, else None."""
+    batch, seqlen, dim = x.shape
+    width = weight.shape[1]
+    st = conv_state if conv_state is not None else new_state   # dummy pointer when absent
+    if int8_scales is None:
+        xs = ws = os_ = out           # unused on the float path; any pointer will do
+        per_ch = False
+    else:
+        xs, ws, os_ = int8_scales
+        per_ch = ws.numel() > 1
+    # Tiles sized to stay in registers (larger ones spill: checked in the SASS).
+    if seqlen == 1:   # a decode step: no masked-off time rows, more programs
+        block_l, block_d = 1, 128
+    else:
+        block_l = min(32, max(8, next_pow2(seqlen)))
+        block_d = 128 if block_l > 8 else 256
+    grid = (batch, triton.cdiv(max(seqlen, 1), block_l), triton.cdiv(dim, block_d))
+    _causal_conv1d_kernel[grid](
+        x, weight, bias if bias is not None else weight, st, out, new_state,
+        xs, ws, os_,
+        seqlen, dim,
+        x.stride(0), x.stride(1), x.stride(2),
+        weight.stride(0), weight.stride(1),
+        st.stride(0), st.stride(1), st.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        new_state.stride(0), new_state.stride(1), new_state.stride(2),
+        WIDTH=width, HAS_BIAS=bias is not None, HAS_STATE=conv_state is not None, SILU=silu,
+        IS_INT8=int8_scales is not None, W_PER_CHANNEL=per_ch,
+        BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1),
+        num_warps=4,
+    )
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    conv_state: torch.Tensor | None = None,
+    activation: str | None = "silu",
+    state_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (batch, seqlen, dim) fp16/bf16/fp32 (any strides: the x half of in_proj's
+    output is read in place); weight: (dim, width); bias: (dim,) or None;
+    conv_state: (batch, dim, width - 1) of past inputs, or None (zeros);
+    activation: "silu" or None. Math in fp32.
+    Returns out (batch, seqlen, dim) in x's dtype and the new state (batch, dim,
+    width - 1): a new tensor in x's dtype, or ``state_out`` when given (any float
+    dtype; it may be ``conv_state`` itself: the state is updated in place)."""
+    op = "causal_conv1d"
+    check_device(op, x, weight, bias, conv_state, state_out)
+    floats = (torch.float16, torch.bfloat16, torch.float32)
+    check_dtype(op, "x", x, floats)
+    check_dtype(op, "weight", weight, floats)
+    if activation not in ("silu", None):
+        raise ValueError(f"{op}: unsupported activation {activation!r} (silu or None)")
+    if x.dim() != 3:
+        raise ValueError(f"{op}: x must be (batch, seqlen, dim), got shape {tuple(x.shape)}")
+    batch, seqlen, dim = x.shape
+    if weight.dim() != 2 or weight.shape[0] != dim or weight.shape[1] < 2:
+        raise ValueError(f"{op}: weight must be (dim={dim}, width>=2), got shape {tuple(weight.shape)}")
+    width = weight.shape[1]
+    if conv_state is not None:
+        check_dtype(op, "conv_state", conv_state, floats)
+        check_shape(op, "conv_state", conv_state, (batch, dim, width - 1))
+    if bias is not None:
+        check_shape(op, "bias", bias, (dim,))
+    if state_out is not None:
+        check_dtype(op, "state_out", state_out, floats)
+        check_shape(op, "state_out", state_out, (batch, dim, width - 1))
+        new_state = state_out
+    else:
+        new_state = torch.empty(batch, dim, width - 1, dtype=x.dtype, device=x.device)
+    out = torch.empty(batch, seqlen, dim, dtype=x.dtype, device=x.device)
+    launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, activation == "silu")
+    return out, new_state

@@ -1,0 +1,103 @@
+"""Prefill through per-shape CUDA graphs of each fused block.
+
+Prefill (seqlen > 1) of a fused block is host-bound when launched from Python
+(each kernel wrapper costs far more host time than its kernel at a few thousand
+tokens), so from the second call with the same (batch, seqlen) each block
+replays a CUDA graph of itself. Used by both fused blocks (the fp one in
+models/fused_block.py, the W8A8 one in quantization/fused_block.py): a block
+only needs ``_forward_kernels(hidden, residual, cache) -> (out, residual_fp32)``,
+capturable (no host syncs, no allocations that outlive it but its outputs).
+``QUAMBA_PREFILL_GRAPHS=0`` turns this off.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+
+__all__ = ["PrefillGraphs", "graphable"]
+
+
+def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    """Prefill on CUDA, no autograd, not inside another capture (a graphed decode step)."""
+    if not hidden.is_cuda or hidden.dim() != 3 or hidden.shape[1] <= 1 or torch.is_grad_enabled():
+        return False
+    if os.environ.get("QUAMBA_PREFILL_GRAPHS", "1") == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return False
+    if residual is not None and residual.dtype != torch.float32:
+        return False
+    return not torch.cuda.is_current_stream_capturing()
+
+
+class PrefillGraphs:
+    """CUDA graphs of fused block forwards, per (device, batch, seqlen, dtype).
+
+    All blocks of one shape share a graph memory pool and two pairs of (hidden,
+    residual) buffers used ping-pong: a block replaying with its input in pair k
+    writes its output to pair 1 - k, which the next block takes as its input with
+    no copy. The pool is shared because graphs are replayed in the order they
+    were captured (layer order) and nothing a graph allocates outlives it except
+    through the pair buffers, so the pool holds about one block's intermediates.
+    Hence a block's outputs are valid until the block after next runs with the
+    same shape, which is how a layer stack consumes them.
+
+    A block is captured on its second call with a shape (the first compiles and
+    autotunes its kernels eagerly); the cache tensors' addresses are part of the
+    key (a graph writes the states in place). At most ``MAX_SHAPES`` shapes are
+    kept, least recently used dropped. Graphs are held by weak reference to
+    their block: a freed model's graphs go with it, and a new block that reuses
+    a freed one's id never replays a graph of someone else's weights.
+    """
+
+    MAX_SHAPES = 2
+    MAX_GRAPHS_PER_BLOCK = 4
+    _shapes: OrderedDict = OrderedDict()
+
+    def __init__(self, hidden: torch.Tensor):
+        self.pool = torch.cuda.graph_pool_handle()
+        self.h = [torch.empty_like(hidden) for _ in range(2)]
+        self.r = [torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) for _ in range(2)]
+        self.calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def run(cls, block, hidden, residual, cache):
+        key = (hidden.device, tuple(hidden.shape), hidden.dtype)
+        st = cls._shapes.get(key)
+        if st is None:
+            st = cls._shapes[key] = cls(hidden)
+            while len(cls._shapes) > cls.MAX_SHAPES:
+                cls._shapes.popitem(last=False)
+        cls._shapes.move_to_end(key)
+        st.calls[block] = st.calls.get(block, 0) + 1
+        if st.calls[block] < 2:
+            return block._forward_kernels(hidden, residual, cache)
+        src = next((k for k in (0, 1) if hidden.data_ptr() == st.h[k].data_ptr()
+                    and (residual is None or residual.data_ptr() == st.r[k].data_ptr())), None)
+        if src is None:
+            src = 0
+            st.h[0].copy_(hidden)
+            if residual is not None:
+                st.r[0].copy_(residual)
+        dst = 1 - src
+        gkey = (src, residual is None,
+                None if cache is None else (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()))
+        graphs = st.graphs.get(block)
+        if graphs is None:
+            graphs = st.graphs[block] = OrderedDict()
+        graph = graphs.get(gkey)
+        if graph is None:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=st.pool):
+                out, res = block._forward_kernels(st.h[src], None if residual is None else st.r[src], cache)
+                st.h[dst].copy_(out)
+                st.r[dst].copy_(res)
+            del out, res
+            graphs[gkey] = graph
+            while len(graphs) > cls.MAX_GRAPHS_PER_BLOCK:
+                graphs.popitem(last=False)
+        graph.replay()
+        return st.h[dst], st.r[dst]

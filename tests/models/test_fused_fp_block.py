@@ -1,0 +1,194 @@
+"""The fused fp block (models/fused_block.py) computes what the reference Block does.
+
+On a GPU the fused path is what ``Block.forward`` takes by itself; on the CPU it
+runs under TRITON_INTERPRET=1 when asked for with QUAMBA_KERNELS=triton. The
+interpreter runs a prefill scan of the tiny model's width in about three
+seconds a layer, so on the CPU the model keeps only its first layers; on a GPU
+all eight, plus the prefill graphs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+
+pytest.importorskip("triton")
+
+from quamba.api import load  # noqa: E402
+from quamba.models import mamba  # noqa: E402
+from quamba.models.fused_block import fused_path_applies  # noqa: E402
+from quamba.models.mamba import LayerCache, MambaMixer  # noqa: E402
+from quamba.quantization.config import ACTIVATION_POINTS  # noqa: E402
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+
+
+def _tiny(dtype: str, cpu_layers: int = 2):
+    model = load(None, dtype=dtype, device=DEVICE)
+    if not ON_GPU:
+        keep = cpu_layers
+        model.backbone.layers = nn.ModuleList(list(model.backbone.layers)[:keep])
+        model.config = dataclasses.replace(model.config, n_layer=keep)
+    return model.eval()
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The blocks that took the fused path, in call order."""
+    calls = []
+    real = mamba.fused_forward
+
+    def spy(block, *args, **kwargs):
+        calls.append(block)
+        return real(block, *args, **kwargs)
+
+    monkeypatch.setattr(mamba, "fused_forward", spy)
+    return calls
+
+
+def _ids(batch: int, seqlen: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 8192, (batch, seqlen), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+
+
+def _session(model, ids):
+    """Prefill into a fresh cache, a prefill continued from it, then one-token decode steps."""
+    cache = model.allocate_cache(ids.shape[0])
+    with torch.no_grad():
+        logits = [model(ids[:, :3], cache), model(ids[:, 3:6], cache)]
+        logits += [model(ids[:, t:t + 1], cache) for t in range(6, ids.shape[1])]
+    return logits, cache
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def test_fused_model_matches_reference(monkeypatch, fused_calls):
+    model = _tiny("fp32", cpu_layers=1)
+    ids = _ids(1, 9)
+    monkeypatch.setenv("QUAMBA_KERNELS", "reference")
+    ref, ref_cache = _session(model, ids)
+    assert not fused_calls
+    monkeypatch.setenv("QUAMBA_KERNELS", "triton")
+    out, cache = _session(model, ids)
+    assert len(fused_calls) == len(model.backbone.layers) * len(out)
+    for o, r in zip(out, ref):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4)
+    assert cache.seqlen_offset == ref_cache.seqlen_offset == 9
+    for layer, ref_layer in zip(cache.layers, ref_cache.layers):
+        torch.testing.assert_close(layer.conv_state, ref_layer.conv_state, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.ssm_state, ref_layer.ssm_state, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_fp16_block_matches_reference(monkeypatch, fused_calls):
+    """One fp16 block: a prefill with an incoming residual and no cache, then a
+    decode step of batch 2 from a cache (both states updated in place)."""
+    block = _tiny("fp16").backbone.layers[1]
+    d_model, d_inner, d_state = 192, 384, 16
+    g = torch.Generator().manual_seed(1)
+
+    def randn(*shape, dtype=torch.float32, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device=DEVICE, dtype=dtype)
+
+    hidden, residual = randn(1, 3, d_model, dtype=torch.float16), randn(1, 3, d_model, scale=5.0)
+    step, step_residual = randn(2, 1, d_model, dtype=torch.float16), randn(2, 1, d_model, scale=5.0)
+    cache = LayerCache(randn(2, d_inner, 3, dtype=torch.float16), randn(2, d_inner, d_state))
+    ref_cache = LayerCache(cache.conv_state.clone(), cache.ssm_state.clone())
+    conv_ptr, ssm_ptr = cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()
+    with torch.no_grad():
+        monkeypatch.setenv("QUAMBA_KERNELS", "reference")
+        ref_out, ref_res = block(hidden, residual)
+        ref_step, ref_step_res = block(step, step_residual, ref_cache)
+        monkeypatch.setenv("QUAMBA_KERNELS", "triton")
+        out, res = block(hidden, residual)
+        out_step, step_res = block(step, step_residual, cache)
+    assert len(fused_calls) == 2
+    assert out.dtype == torch.float16 and res.dtype == torch.float32
+    assert torch.equal(res, ref_res) and torch.equal(step_res, ref_step_res)
+    assert _rel_err(out, ref_out) < 3e-3
+    assert _rel_err(out_step, ref_step) < 3e-3
+    assert cache.conv_state.data_ptr() == conv_ptr and cache.ssm_state.data_ptr() == ssm_ptr
+    assert torch.equal(cache.conv_state, ref_cache.conv_state)
+    assert _rel_err(cache.ssm_state, ref_cache.ssm_state) < 1e-4
+
+
+def test_tap_falls_back_to_reference(monkeypatch, fused_calls):
+    """A calibration tap must see every activation: that block runs the reference mixer."""
+    model = _tiny("fp32")
+    ids = _ids(2, 1)
+    seen = []
+    monkeypatch.setenv("QUAMBA_KERNELS", "reference")
+    with torch.no_grad():
+        ref = model(ids)
+    monkeypatch.setenv("QUAMBA_KERNELS", "triton")
+    tapped = model.backbone.layers[0].mixer
+    tapped.tap = lambda name, t: (seen.append(name), t)[1]
+    try:
+        with torch.no_grad():
+            out = model(ids)
+    finally:
+        tapped.tap = None
+    assert set(seen) == set(ACTIVATION_POINTS)
+    assert fused_calls == list(model.backbone.layers)[1:]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_dispatch_conditions(monkeypatch, fused_calls):
+    model = _tiny("fp32")
+    block = model.backbone.layers[0]
+    hidden = torch.zeros(1, 1, 192, device=DEVICE)
+    monkeypatch.setenv("QUAMBA_KERNELS", "triton")
+    with torch.no_grad():
+        assert fused_path_applies(block, hidden, None)
+        assert not fused_path_applies(block, hidden.to(torch.int32), None)
+        monkeypatch.setattr(block.mixer, "x_proj_pre", nn.Sequential())  # an online transform
+        assert not fused_path_applies(block, hidden, None)
+        monkeypatch.undo()
+        monkeypatch.setenv("QUAMBA_KERNELS", "triton")
+        monkeypatch.setattr(block, "residual_in_fp32", False)
+        assert not fused_path_applies(block, hidden, None)
+        monkeypatch.setattr(block, "residual_in_fp32", True)
+        monkeypatch.setenv("QUAMBA_KERNELS", "reference")
+        assert not fused_path_applies(block, hidden, None)
+        if not ON_GPU:  # CPU tensors take the (slow) interpreter only when asked for
+            monkeypatch.delenv("QUAMBA_KERNELS")
+            assert not fused_path_applies(block, hidden, None)
+    monkeypatch.setenv("QUAMBA_KERNELS", "triton")
+    assert fused_path_applies(block, hidden, None)  # grad mode, but nothing requires grad
+    assert not fused_path_applies(block, hidden.clone().requires_grad_(), None)  # the kernels have no backward
+
+    # A mixer that is not exactly MambaMixer (the quantized one shares Block) keeps the reference.
+    class OtherMixer(MambaMixer):
+        pass
+
+    monkeypatch.setattr(block.mixer, "__class__", OtherMixer)
+    with torch.no_grad():
+        block(hidden, None)
+    assert not fused_calls
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_prefill_graphs_replay_the_eager_forward(fused_calls):
+    """Calls 2 and 3 of a prefill shape capture and replay per-block CUDA graphs."""
+    model = _tiny("fp16")
+    ids = _ids(2, 37)
+    runs = []
+    with torch.inference_mode():
+        for _ in range(3):
+            cache = model.allocate_cache(2)
+            logits = model(ids, cache).clone()
+            runs.append((logits, [layer.ssm_state.clone() for layer in cache.layers]))
+            logits = model(ids[:, :1], cache)   # decode continues from the graph-written state
+            runs[-1] += (logits.clone(),)
+    assert fused_calls
+    eager = runs[0]
+    for logits, states, step in runs[1:]:
+        torch.testing.assert_close(logits, eager[0], rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(step, eager[2], rtol=1e-3, atol=1e-3)
+        for s, e in zip(states, eager[1]):
+            torch.testing.assert_close(s, e, rtol=1e-4, atol=1e-4)

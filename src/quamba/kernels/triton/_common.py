@@ -7,6 +7,7 @@ Kept free of model logic. ``quantize_int8`` is the in-kernel twin of
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -26,6 +27,32 @@ def quantize_int8(v, scale):
     q = tl.minimum(tl.maximum(q, -127.0), 127.0)   # clamping first keeps |q| < 2**22
     q = (q + _RNE_MAGIC) - _RNE_MAGIC
     return q.to(tl.int8)
+
+
+@triton.jit
+def pdl_wait(USE_PDL: tl.constexpr):
+    """Programmatic dependent launch (Hopper): with USE_PDL, the kernel may have
+    been started while the previous kernel on the stream was still finishing, so
+    everything before this call must touch only data no earlier kernel writes
+    (offsets, weights). ``gdc_wait`` blocks until the previous kernel has finished
+    and its writes are visible; then the next kernel is allowed to start early in
+    its turn. Together this hides each launch's ramp-up behind its predecessor's tail."""
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+def pdl_launch_options(device: torch.device) -> dict:
+    """Keyword arguments for a launch of a kernel that calls ``pdl_wait``: PDL on
+    sm_90+ (not in the interpreter), off with QUAMBA_PDL=0."""
+    use = (device.type == "cuda" and not interpret_mode() and os.environ.get("QUAMBA_PDL", "1") != "0"
+           and _capability(device) >= (9, 0))
+    return {"USE_PDL": True, "launch_pdl": True} if use else {"USE_PDL": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
 
 
 def interpret_mode() -> bool:

@@ -30,7 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, check_dtype, next_pow2, quantize_int8, scalar_scale
+from ._common import (check_device, check_dtype, next_pow2, pdl_launch_options, pdl_wait, quantize_int8,
+                      scalar_scale)
 
 __all__ = ["hadamard_quant"]
 
@@ -105,6 +106,7 @@ def _hadamard_quant_cols_kernel(
     y_ptr, hm_ptr, out_ptr, scale_ptr,
     norm, stride_ym, stride_om,
     M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """Row program_id(0), output columns [COLS * program_id(1), +COLS) of every chunk.
     M_PAD >= 16 and K, COLS >= 16 (tensor-core dot shapes); padded chunk rows are zero."""
@@ -113,6 +115,7 @@ def _hadamard_quant_cols_kernel(
     offs_k = tl.arange(0, K)
     offs_c = tl.program_id(1) * COLS + tl.arange(0, COLS)
     im = offs_i < M_FACTOR
+    pdl_wait(USE_PDL)
     y = tl.load(y_ptr + row * stride_ym + offs_i[:, None] * K + offs_k[None, :], mask=im[:, None],
                 other=0.0).to(tl.float32)
     # Sylvester H_K restricted to these columns: the sign is the parity of k & c.
@@ -178,7 +181,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         cols = min(_COLS_PER_PROGRAM, p)
         _hadamard_quant_cols_kernel[(M, p // cols)](
             y2, A, out, s, 1.0 / math.sqrt(n), y2.stride(0), out.stride(0),
-            M_FACTOR=m, M_PAD=max(16, next_pow2(m)), K=p, COLS=cols, num_warps=4)
+            M_FACTOR=m, M_PAD=max(16, next_pow2(m)), K=p, COLS=cols, num_warps=4,
+            **pdl_launch_options(y.device))
         return out.reshape(*lead, n)
     return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
 

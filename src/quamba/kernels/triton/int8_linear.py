@@ -38,8 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, interpret_mode, next_pow2, quantize_int8,
-                      scalar_scale)
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
+                      quantize_int8, scalar_scale)
 
 __all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
 
@@ -145,6 +145,7 @@ def _int8_gemv_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
     pid_n = tl.program_id(0)
@@ -157,6 +158,7 @@ def _int8_gemv_kernel(
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+    pdl_wait(USE_PDL)
     for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
@@ -198,12 +200,13 @@ def _int8_gemv_rows_kernel(
     stride_xk, stride_wn, stride_wk, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     """One token: out[n] = sum_k x[k] * W[n, k] for BLOCK_N rows, on the CUDA cores."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     nm = offs_n < N
+    pdl_wait(USE_PDL)
     # Elementwise int32 products, reduced once at the end: the loop body is loads
     # and multiply-adds only, so the loads of the next slice issue early.
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
@@ -346,7 +349,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K)) if not interpret_mode() else min(64, next_pow2(K))
         _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
             *args_ptr, N, K, x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(1),
-            **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=rows_cfg["num_warps"])
+            **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
         split = cfg["SPLIT_K"]
@@ -359,7 +362,8 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
             M, N, K, cfg["K_PER_SPLIT"],
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
                    out.stride(0), out.stride(1))

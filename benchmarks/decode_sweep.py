@@ -97,21 +97,7 @@ for M in args.batch:
     ys = [torch.randn(M, d, dtype=torch.float16, device="cuda") for _ in range(64)]
     s = torch.tensor(0.01, device="cuda")
     m, p, A = had_mod._factor(d, ys[0].device)
-    m, p, A = had_mod._factor(d, ys[0].device)
-    ref = torch.empty(M, d, dtype=torch.int8, device="cuda")
-    had_mod._launch(ys[0], s, m, p, A, ref, had_mod._DEFAULT_MIX)       # the one-program-a-row kernel
-    for cols in (16, 32, 64):   # the column-split decode kernel that hadamard_quant picks for few rows
-        had_mod._COLS_PER_PROGRAM = cols
-        outs = [None] * len(ys)
-
-        def call(i):
-            outs[i] = had_mod.hadamard_quant(ys[i], s)
-
-        us = graph_us([lambda i=i: call(i) for i in range(len(ys))])
-        diff = int((had_mod.hadamard_quant(ys[0], s).int() - ref.int()).abs().max())
-        results["hadamard"].append({"M": M, "kernel": "cols", "cols": cols, "us": us, "max_int8_diff_vs_rows_kernel": diff})
-        print(results["hadamard"][-1], flush=True)
-    had_mod._COLS_PER_PROGRAM = 16
+    ref = had_mod.hadamard_quant(ys[0], s)
     for mix, warps in itertools.product((0, 1, 2), (1, 2, 4, 8, 16)):
         outs = [torch.empty(M, d, dtype=torch.int8, device="cuda") for _ in ys]
         try:

@@ -13,13 +13,6 @@ is exactly Sylvester's H_{2^k} in natural order. In Triton a stage is a
 reshape/split/join/permute of the register tile, no memory traffic. The m part
 accumulates m rank-1 updates, out[i, :] += A[j, i] * FWHT(Y[j, :]) (m·m·2^k
 multiply-adds a row: 20·20·256 for mamba-2.8b's d_inner 5120).
-
-Decode (a few rows) takes a second kernel, since one program per row leaves the
-GPU idle while it walks the butterfly (~7 µs for a 5120 row on an H100): the
-row's 2^k output columns are split across programs, each computing its columns
-of Y·B as a product with the matching columns of the Sylvester matrix, built
-in registers from the sign rule B[k, c] = (-1)^popcount(k & c), then the m×m mix.
-Every program reads the whole row (10 KB, from L2 after the first).
 """
 
 from __future__ import annotations
@@ -30,8 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, next_pow2, pdl_launch_options, pdl_wait, quantize_int8,
-                      scalar_scale)
+from ._common import check_device, check_dtype, next_pow2, quantize_int8, scalar_scale
 
 __all__ = ["hadamard_quant"]
 
@@ -101,47 +93,6 @@ def _hadamard_quant_kernel(
         tl.store(o_ptrs, q, mask=rm[:, None, None] & im[None, :, None])
 
 
-@triton.jit
-def _hadamard_quant_cols_kernel(
-    y_ptr, hm_ptr, out_ptr, scale_ptr,
-    norm, stride_ym, stride_om,
-    M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr,
-    USE_PDL: tl.constexpr,
-):
-    """Row program_id(0), output columns [COLS * program_id(1), +COLS) of every chunk.
-    M_PAD >= 16 and K, COLS >= 16 (tensor-core dot shapes); padded chunk rows are zero."""
-    row = tl.program_id(0)
-    offs_i = tl.arange(0, M_PAD)
-    offs_k = tl.arange(0, K)
-    offs_c = tl.program_id(1) * COLS + tl.arange(0, COLS)
-    im = offs_i < M_FACTOR
-    pdl_wait(USE_PDL)
-    y = tl.load(y_ptr + row * stride_ym + offs_i[:, None] * K + offs_k[None, :], mask=im[:, None],
-                other=0.0).to(tl.float32)
-    # Sylvester H_K restricted to these columns: the sign is the parity of k & c.
-    v = offs_k[:, None] & offs_c[None, :]
-    v = v ^ (v >> 16)
-    v = v ^ (v >> 8)
-    v = v ^ (v >> 4)
-    v = v ^ (v >> 2)
-    v = v ^ (v >> 1)
-    b = tl.where((v & 1) == 0, 1.0, -1.0)
-    # ±1 entries are exact in tf32; the 3-pass split keeps y to ~2^-22 (as MIX 2 above).
-    f = tl.dot(y, b, input_precision="tf32x3")                        # (M_PAD, COLS) = Y·B
-    if M_FACTOR > 1:
-        at = tl.load(hm_ptr + offs_i[None, :] * M_FACTOR + offs_i[:, None],
-                     mask=im[None, :] & im[:, None], other=0.0)        # at[i, j] = A[j, i]
-        f = tl.dot(at, f, input_precision="tf32x3")
-    q = quantize_int8(f * norm, tl.load(scale_ptr))
-    tl.store(out_ptr + row * stride_om + offs_i[:, None] * K + offs_c[None, :], q, mask=im[:, None])
-
-
-# Rows up to which the column-split kernel is used (graph-timed on an H100: it
-# only pays while there are too few rows to fill the GPU one program a row).
-_COLS_MAX_ROWS = 64
-_COLS_PER_PROGRAM = 16
-
-
 _FACTORS: dict[tuple[int, torch.device], tuple[int, int, torch.Tensor]] = {}
 
 
@@ -177,13 +128,6 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     out = torch.empty(M, n, dtype=torch.int8, device=y.device)
     if M == 0:
         return out.reshape(*lead, n)
-    if M <= _COLS_MAX_ROWS and p >= 16:
-        cols = min(_COLS_PER_PROGRAM, p)
-        _hadamard_quant_cols_kernel[(M, p // cols)](
-            y2, A, out, s, 1.0 / math.sqrt(n), y2.stride(0), out.stride(0),
-            M_FACTOR=m, M_PAD=max(16, next_pow2(m)), K=p, COLS=cols, num_warps=4,
-            **pdl_launch_options(y.device))
-        return out.reshape(*lead, n)
     return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
 
 
@@ -201,6 +145,11 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
         rows = max(1, min(16, 2048 // tile))
     if num_warps is None:
         num_warps = 8 if tile * rows >= 4096 else 4
+        if M <= 64 and tile * rows >= 8192:
+            # Decode (a few rows, one program each) is latency-bound: more threads per row
+            # shorten it (H100, d_inner 5120, graph-timed: 7.5 -> 6.9 µs for one row,
+            # 8.3 -> 7.8 µs for 64; docs/sweeps/decode_sweep_h100.json).
+            num_warps = 16
     _hadamard_quant_kernel[(triton.cdiv(M, rows),)](
         y2, A, out, s,
         M, 1.0 / math.sqrt(n),

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, check_dtype, check_shape, next_pow2, quantize_int8
+from ._common import check_device, check_dtype, check_shape, next_pow2, pdl_launch_options, pdl_wait, quantize_int8
 
 __all__ = ["causal_conv1d"]
 
@@ -35,7 +35,7 @@ def _causal_conv1d_kernel(
     stride_nb, stride_nd, stride_nk,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STATE: tl.constexpr, SILU: tl.constexpr,
     IS_INT8: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(1)
@@ -45,6 +45,7 @@ def _causal_conv1d_kernel(
     d_mask = offs_d < D
     x_base = x_ptr + pid_b * stride_xb
     s_base = state_ptr + pid_b * stride_sb
+    pdl_wait(USE_PDL)
     # The state holds past inputs; the reference concatenates it to x in x's
     # dtype, so a wider state (an fp32 cache beside fp16 activations) is rounded
     # to x's dtype first.
@@ -133,7 +134,7 @@ def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8
         WIDTH=width, HAS_BIAS=bias is not None, HAS_STATE=conv_state is not None, SILU=silu,
         IS_INT8=int8_scales is not None, W_PER_CHANNEL=per_ch,
         BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1),
-        num_warps=4,
+        num_warps=4, **pdl_launch_options(x.device),
     )
 
 

@@ -23,7 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, check_dtype, next_pow2, quantize_int8, scalar_scale
+from ._common import (check_device, check_dtype, next_pow2, pdl_launch_options, pdl_wait, quantize_int8,
+                      scalar_scale)
 
 __all__ = ["hadamard_quant"]
 
@@ -43,7 +44,7 @@ def _hadamard_quant_kernel(
     M, norm,
     stride_ym, stride_om,
     M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr,
-    ROWS: tl.constexpr, MIX: tl.constexpr,
+    ROWS: tl.constexpr, MIX: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     """MIX 0: the m chunks are loaded and transformed one at a time and mixed by
     rank-1 updates (any K). MIX 1 / 2: the whole (ROWS, M_PAD, K) tile is
@@ -54,6 +55,7 @@ def _hadamard_quant_kernel(
     offs_r = pid * ROWS + tl.arange(0, ROWS)
     offs_c = tl.arange(0, K)
     rm = offs_r < M
+    pdl_wait(USE_PDL)
     scale = tl.load(scale_ptr)
     if M_FACTOR == 1:
         y = tl.load(y_ptr + offs_r[:, None] * stride_ym + offs_c[None, :], mask=rm[:, None],
@@ -155,6 +157,6 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
         M, 1.0 / math.sqrt(n),
         y2.stride(0), out.stride(0),
         M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, MIX=mix,
-        num_warps=num_warps,
+        num_warps=num_warps, **pdl_launch_options(y2.device),
     )
     return out

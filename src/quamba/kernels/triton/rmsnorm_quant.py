@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, check_dtype, check_shape, next_pow2, quantize_int8, scalar_scale
+from ._common import (check_device, check_dtype, check_shape, next_pow2, pdl_launch_options, pdl_wait,
+                      quantize_int8, scalar_scale)
 
 __all__ = ["rmsnorm_quant", "add_rmsnorm"]
 
@@ -25,12 +26,14 @@ def _add_rmsnorm_kernel(
     M, D, eps,
     stride_hm, stride_rm, stride_xm, stride_om,
     HAS_RESIDUAL: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs_m = pid * ROWS + tl.arange(0, ROWS)
     offs_d = tl.arange(0, BLOCK_D)
     mm = offs_m < M
     mask = mm[:, None] & (offs_d < D)[None, :]
+    pdl_wait(USE_PDL)
     r = tl.load(h_ptr + offs_m[:, None] * stride_hm + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
         r += tl.load(r_ptr + offs_m[:, None] * stride_rm + offs_d[None, :], mask=mask,
@@ -120,6 +123,6 @@ def _launch(hidden, residual, weight, eps, out_dtype, scale):
         M, d, float(eps),
         h2.stride(0), rr.stride(0), x.stride(0), r_out.stride(0),
         HAS_RESIDUAL=residual is not None, QUANT=scale is not None, BLOCK_D=block_d, ROWS=rows,
-        num_warps=num_warps,
+        num_warps=num_warps, **pdl_launch_options(hidden.device),
     )
     return x.reshape(*lead, d), r_out.reshape(*lead, d)

@@ -1,7 +1,9 @@
 """Where a decode step's time goes: per-kernel GPU time of one token (CUDA graph replays
-profiled), for fp16 and W8A8 on one shape. Prints a table; writes JSON.
+profiled), for fp16 and W8A8 on one shape; with --prefill N, the same for one
+batch-1 prefill of N tokens (after the warm-up call that captures its graphs).
+Prints a table; writes JSON.
 
-    python benchmarks/profile_decode.py --shape 2.8b --json OUT
+    python benchmarks/profile_decode.py --shape 2.8b [--prefill 2048] --json OUT
 """
 
 import argparse
@@ -17,36 +19,47 @@ from quamba.models.cuda_graph import GraphedDecoder
 parser = argparse.ArgumentParser()
 parser.add_argument("--shape", default="2.8b")
 parser.add_argument("--batch", type=int, default=1)
+parser.add_argument("--prefill", type=int, default=0, help="profile a prefill of this many tokens instead")
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
 config = B.shape_config(args.shape)
 out = {}
 for method, build in (("fp16", B.random_fp_model), ("w8a8", B.random_w8a8_model)):
     model = build(config)
-    dec = GraphedDecoder(model, args.batch)
-    ids = torch.randint(0, config.vocab_size, (args.batch,), device="cuda")
-    for _ in range(10):
-        dec.step(ids)
-    torch.cuda.synchronize()
-    steps = 20
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            dec.step(ids)
+    if args.prefill:
+        prompt = torch.randint(0, config.vocab_size, (1, args.prefill), device="cuda")
+        run = lambda: model(prompt, num_last_tokens=1)   # noqa: E731
+        steps = 3
+    else:
+        dec = GraphedDecoder(model, args.batch)
+        ids = torch.randint(0, config.vocab_size, (args.batch,), device="cuda")
+        run = lambda: dec.step(ids)   # noqa: E731
+        steps = 20
+    with torch.inference_mode():
+        for _ in range(3 if args.prefill else 10):
+            run()
         torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                run()
+            torch.cuda.synchronize()
     per_kernel = defaultdict(lambda: [0.0, 0])
     for evt in prof.events():
         if evt.device_type == torch.autograd.DeviceType.CUDA:
             name = evt.name[:60]
-            per_kernel[name][0] += evt.device_time / steps / 1000  # ms per token
+            per_kernel[name][0] += evt.device_time / steps / 1000  # ms per token (or prefill)
             per_kernel[name][1] += 1 / steps
     rows = sorted(([k, v[0], v[1]] for k, v in per_kernel.items()), key=lambda r: -r[1])
     total = sum(r[1] for r in rows)
     launches = sum(r[2] for r in rows)
-    out[method] = {"kernel_ms_per_token": total, "launches_per_token": launches,
+    unit = "prefill" if args.prefill else "token"
+    out[method] = {f"kernel_ms_per_{unit}": total, f"launches_per_{unit}": launches,
                    "kernels": [{"name": n, "ms": ms, "count": c} for n, ms, c in rows]}
-    print(f"== {method} {args.shape} b={args.batch}: {total:.3f} ms of kernel time per token, {launches:.0f} launches")
+    what = f"prefill {args.prefill}" if args.prefill else f"decode b={args.batch}, per token"
+    print(f"== {method} {args.shape} {what}: {total:.3f} ms of kernel time, {launches:.0f} launches")
     for n, ms, c in rows[:14]:
         print(f"  {ms:8.4f} ms  x{c:5.0f}  {n}")
-    del dec, model
+    del model, run
+    dec = None
     torch.cuda.empty_cache()
 json.dump(out, open(args.json, "w"), indent=1)

@@ -136,14 +136,15 @@ def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], ba
         ids = torch.randint(0, vocab, (1, length), device="cuda")
         ms = _median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
         rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms,
-                     "tokens_per_s": length / ms * 1e3})
+                     "tokens_per_s": length / ms * 1e3, "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
             on_row(rows[-1])
     for batch in batches:
         decoder = GraphedDecoder(model, batch)
         ids = torch.randint(0, vocab, (batch,), device="cuda")
         ms = _median_ms(lambda: decoder.step(ids), 5, reps * 5)
-        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
+        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3,
+                     "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
             on_row(rows[-1])
         del decoder
@@ -171,7 +172,8 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
     for length in prompt_lens:
         ids = torch.randint(0, config.vocab_size, (1, length), device="cuda")
         ms = _median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
-        rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3})
+        rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3,
+                     "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
             on_row(rows[-1])
     for batch in batches:
@@ -183,7 +185,8 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
         long_ms = _median_ms(run(gen), 2, max(3, reps // 4))
         short_ms = _median_ms(run(1), 2, max(3, reps // 4))
         ms = (long_ms - short_ms) / (gen - 1)
-        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
+        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3,
+                     "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
             on_row(rows[-1])
     rows[0]["peak_bytes"] = torch.cuda.max_memory_allocated()

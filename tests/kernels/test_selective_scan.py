@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -13,7 +14,9 @@ from quamba.kernels.selective_scan_int8_ref import selective_scan_int8_ref  # no
 from quamba.kernels.selective_scan_ref import selective_scan_ref  # noqa: E402
 from quamba.kernels.triton import selective_scan, selective_scan_int8  # noqa: E402
 
-from ._helpers import rand_int8, rel_err, shapes  # noqa: E402
+from ._helpers import GPU, rand_int8, rel_err, shapes  # noqa: E402
+
+scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
 
 # (batch, seqlen, dim, dstate)
 SHAPES = shapes(
@@ -134,3 +137,56 @@ def test_selective_scan_state_in_place(l, device):
     ref_y, ref_h = selective_scan_ref(u, dt, args["A"], B, C, args["D"], None, None, True, h0.clone())
     y, _ = selective_scan(u, dt, args["A"], B, C, args["D"], None, None, True, h0, state_out=h0)
     assert rel_err(y, ref_y) < 1e-4 and rel_err(h0, ref_h) < STATE_TOL
+
+
+# Chunk boundaries: one step, less than a chunk, and several chunks with a
+# ragged last one (the chunked kernel's tail steps must leave the state alone).
+@pytest.mark.parametrize("l", [1, 7, 33, 70] if not GPU else [1, 7, 33, 70, 2048])
+def test_selective_scan_int8_chunk_boundaries(l, device):
+    b, d, n = (2, 12, 5) if device.type == "cpu" else (2, 1280, 16)
+    args = _int8_case(b, l, d, n, device)
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+
+
+@pytest.mark.parametrize("config", [(16, 8, 4, 1), (16, 4, 2, 4), (8, 16, 4, 2)])
+def test_selective_scan_chunked_layouts(config, device, monkeypatch):
+    """Other (BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked kernel give the same scan."""
+    monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG", config)
+    b, l, d, n = (1, 19, 12, 16) if device.type == "cpu" else (2, 300, 1280, 16)
+    args = _int8_case(b, l, d, n, device)
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+
+
+@pytest.mark.parametrize("impl", ["chunked", "serial"])
+def test_selective_scan_prefill_impls_agree(impl, device, monkeypatch):
+    """The serial prefill kernel stays selectable and correct; both match the reference,
+    the float path (fp32 in, fp32 out) tightly."""
+    monkeypatch.setattr(scan_mod, "_PREFILL_IMPL", impl)
+    b, l, d, n = (2, 21, 12, 5) if device.type == "cpu" else (2, 300, 1280, 16)
+    args = _int8_case(b, l, d, n, device)
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+    u, z = torch.randn(b, l, d, device=device), torch.randn(b, l, d, device=device)
+    dt = torch.rand(b, l, d, device=device) - 3
+    B, C = torch.randn(b, l, n, device=device), torch.randn(b, l, n, device=device)
+    h0 = torch.randn(b, d, n, device=device)
+    y, h = selective_scan(u, dt, args["A"], B, C, args["D"], z, args["dt_bias"], True, h0)
+    ref_y, ref_h = selective_scan_ref(u, dt, args["A"], B, C, args["D"], z, args["dt_bias"], True, h0)
+    assert rel_err(y, ref_y) < 1e-5 and rel_err(h, ref_h) < STATE_TOL
+
+
+@pytest.mark.skipif(GPU, reason="the in-order composition is the interpreter's stand-in for tl.associative_scan")
+def test_selective_scan_interpreter_in_order_equals_associative(monkeypatch):
+    """Under the interpreter the chunked kernel composes a chunk's steps in order instead
+    of by tl.associative_scan (which it runs element by element): the same combines in the
+    same order, so equal bit for bit, and the kernel tests stand for the GPU's scan."""
+    args = _int8_case(2, 19, 12, 16, torch.device("cpu"))
+    y, h = selective_scan_int8(**args)
+    monkeypatch.setattr(scan_mod, "_INTERPRETER_SCAN", "associative")
+    y2, h2 = selective_scan_int8(**args)
+    assert torch.equal(y, y2) and torch.equal(h, h2)

@@ -1,14 +1,29 @@
 """Selective scan (Mamba-1 SSM) in Triton: int8 inputs (W8A8 path) or float inputs.
 
 Twins: ``selective_scan_int8`` of ``selective_scan_int8_ref`` and
-``selective_scan`` of ``selective_scan_ref``; one kernel serves both (IS_INT8).
+``selective_scan`` of ``selective_scan_ref``; each kernel serves both (IS_INT8).
 
-Parallel over (batch, blocks of channels); sequential over time, with the
-(BLOCK_D, dstate) state in fp32 registers for the whole sequence (never
-rounded between steps). Each step: dt = softplus(dt + dt_bias),
-h = exp(dt * A) * h + dt * u * B, y = <h, C> + D * u, y *= silu(z). Inputs come in
-chunks of timesteps, the next chunk loaded while this one is computed, so load
-latency overlaps the recurrence (see the kernel's comments). seqlen 1 (a decode step) is one launch.
+Each step: dt = softplus(dt + dt_bias), h = exp(dt * A) * h + dt * u * B,
+y = <h, C> + D * u, y *= silu(z). Programs are (batch, block of channels); each
+walks the sequence in chunks of timesteps, the state in fp32 registers for the
+whole sequence (never rounded), the next chunk's inputs loading while this one
+is computed. Everything that does not depend on the state (dequant, softplus,
+dt * u, SiLU(z), D * u) is done for a whole chunk at once. Two kernels:
+
+* ``_selective_scan_chunked_kernel`` (prefill): a chunk of steps at once. The
+  steps are affine maps of the state, h -> a_t * h + b_t with a_t = exp(dt_t A)
+  and b_t = dt_t u_t B_t, built as (chunk, state, channel) tiles and composed
+  along time by ``tl.associative_scan`` into h_t = cumA_t * h_in + cumB_t; the
+  carried state enters once per chunk. The layout keeps each thread's
+  timesteps in its registers (see the kernel's docstring).
+* ``_selective_scan_kernel`` (a decode step, seqlen 1, in one launch; and
+  prefill when ``_PREFILL_IMPL = "serial"``): an unrolled loop, one step after
+  another.
+
+The int8 scan can also compute dt itself from dt_proj's int8 input and weight
+(``dt_low_q``, ``dt_w_q``): an exact int32 product per channel, dequantized and
+requantized as ``int8_linear_quant``'s epilogue does, so dt, y and the state are
+bit-identical to running dt_proj as its own launch, minus the launch.
 """
 
 from __future__ import annotations
@@ -19,7 +34,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, check_dtype, check_shape, interpret_mode, next_pow2, scalar_scale
+from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2,
+                      quantize_int8, scalar_scale)
+from .int8_linear import int8_linear_quant
 
 __all__ = ["selective_scan_int8", "selective_scan"]
 
@@ -35,10 +52,96 @@ def _softplus(x):
 
 
 @triton.jit
+def _compose_steps(a_first, b_first, a_then, b_then):
+    # Two affine maps of the state, applied in time order: h -> a_then * (a_first * h + b_first) + b_then.
+    return a_first * a_then, a_then * b_first + b_then
+
+
+@triton.jit
+def _compose_in_order(dA, dBu, offs_t, CHUNK: tl.constexpr):
+    """What tl.associative_scan((dA, dBu), axis=0, _compose_steps) computes under
+    the interpreter, one step after another: the same combines in the same order,
+    so the same values. The interpreter runs associative_scan one element at a
+    time in Python; here each step is a few whole-tile numpy operations."""
+    acc_a = tl.full((1, dA.shape[1], dA.shape[2], dA.shape[3]), 1.0, tl.float32)     # the identity map
+    acc_b = tl.zeros((1, dA.shape[1], dA.shape[2], dA.shape[3]), tl.float32)
+    cum_a = tl.zeros(dA.shape, tl.float32)
+    cum_b = tl.zeros(dA.shape, tl.float32)
+    for j in tl.static_range(CHUNK):
+        sel = (offs_t == j)[:, None, None, None]
+        a_j = tl.sum(tl.where(sel, dA, 0.0), axis=0, keep_dims=True)     # exact: adds zeros only
+        b_j = tl.sum(tl.where(sel, dBu, 0.0), axis=0, keep_dims=True)
+        acc_a, acc_b = _compose_steps(acc_a, acc_b, a_j, b_j)            # after the identity: (a0, b0) exactly
+        cum_a = tl.where(sel, acc_a, cum_a)
+        cum_b = tl.where(sel, acc_b, cum_b)
+    return cum_a, cum_b
+
+
+@triton.jit
+def _dt_requant(acc, lw_scale, dt_s):
+    """dt_proj's int32 sums -> int8 dt, as int8_linear_quant's epilogue does it:
+    acc.to(fp32) * (x_scale * w_scale), then quantize_int8 with dt's scale. The
+    int32 sums are exact, so the result equals that kernel's output bit for bit."""
+    return quantize_int8(acc.to(tl.float32) * lw_scale, dt_s)
+
+
+@triton.jit
+def _dt_proj_quant(lq_p, w_p, t0, L, R, offs_t, offs_d, dm,
+                   stride_ll, stride_lr, stride_wd, stride_wr, lw_scale, dt_s,
+                   T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
+    """int8 dt for timesteps t0 + offs_t and channels offs_d, a (T, BLOCK_D) tile,
+    from dt_proj's int8 input rows lq and weight rows W: a broadcast product
+    over K blocks of BLOCK_R (small tiles: a decode step)."""
+    offs_r = tl.arange(0, BLOCK_R)
+    tm = (t0 + offs_t) < L
+    acc = tl.zeros((T, BLOCK_D), dtype=tl.int32)
+    for r0 in range(0, R, BLOCK_R):
+        rr = r0 + offs_r
+        rm = rr < R
+        x = tl.load(lq_p + (t0 + offs_t)[:, None] * stride_ll + rr[None, :] * stride_lr,
+                    mask=tm[:, None] & rm[None, :], other=0)
+        w = tl.load(w_p + offs_d[:, None] * stride_wd + rr[None, :] * stride_wr,
+                    mask=dm[:, None] & rm[None, :], other=0)
+        acc += tl.sum(x.to(tl.int32)[:, None, :] * w.to(tl.int32)[None, :, :], axis=2)
+    return _dt_requant(acc, lw_scale, dt_s)
+
+
+@triton.jit
+def _chunk_inputs(u, dt, Bc, Cc, z, dt_bias, u_s, dt_s, B_s, C_s, z_s,
+                  IS_INT8: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
+                  DT_SOFTPLUS: tl.constexpr):
+    """A chunk's raw input tiles -> fp32 u, dt (bias added, softplus applied), B,
+    C, and the output gate SiLU(z) (u, unused, without z). dt_bias comes
+    broadcastable against dt."""
+    u = u.to(tl.float32)
+    dt = dt.to(tl.float32)
+    Bc = Bc.to(tl.float32)
+    Cc = Cc.to(tl.float32)
+    gate = u
+    if HAS_Z:
+        gate = z.to(tl.float32)
+    if IS_INT8:
+        u = u * u_s
+        dt = dt * dt_s
+        Bc = Bc * B_s
+        Cc = Cc * C_s
+        if HAS_Z:
+            gate = gate * z_s
+    if HAS_DT_BIAS:
+        dt = dt + dt_bias
+    if DT_SOFTPLUS:
+        dt = _softplus(dt)
+    if HAS_Z:
+        gate = gate / (1.0 + tl.exp(-gate))
+    return u, dt, Bc, Cc, gate
+
+
+@triton.jit
 def _selective_scan_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, h0_ptr, y_ptr, hT_ptr,
-    u_scale_ptr, dt_scale_ptr, B_scale_ptr, C_scale_ptr, z_scale_ptr,
-    L, DIM, NSTATE,
+    lq_ptr, dtw_ptr,
+    u_scale_ptr, dt_scale_ptr, B_scale_ptr, C_scale_ptr, z_scale_ptr, lq_scale_ptr, dtw_scale_ptr,
+    L, DIM, NSTATE, R,
     stride_ub, stride_ul, stride_ud,
     stride_tb, stride_tl, stride_td,
     stride_ad, stride_an,
@@ -48,10 +151,14 @@ def _selective_scan_kernel(
     stride_hb, stride_hd, stride_hn,
     stride_yb, stride_yl, stride_yd,
     stride_fb, stride_fd, stride_fn,
+    stride_lb, stride_ll, stride_lr,
+    stride_wd, stride_wr,
     IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
+    FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
+    """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N)."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -70,15 +177,18 @@ def _selective_scan_kernel(
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
+    dtb = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
     if HAS_DT_BIAS:
-        dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
-    if IS_INT8:
-        u_s = tl.load(u_scale_ptr)
-        dt_s = tl.load(dt_scale_ptr)
-        B_s = tl.load(B_scale_ptr)
-        C_s = tl.load(C_scale_ptr)
-        if HAS_Z:
-            z_s = tl.load(z_scale_ptr)
+        dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[:, None]
+    # Unused on the float path (they point at A there).
+    u_s, dt_s = tl.load(u_scale_ptr), tl.load(dt_scale_ptr)
+    B_s, C_s, z_s = tl.load(B_scale_ptr), tl.load(C_scale_ptr), tl.load(z_scale_ptr)
+    if FUSED_DT:
+        lq_p = lq_ptr + pid_b * stride_lb
+        if DTW_PER_CHANNEL:
+            lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr + offs_d, mask=dm, other=0.0)[None, :]
+        else:
+            lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr)
 
     # Inputs are read in chunks of CHUNK timesteps as (BLOCK_D, CHUNK) tiles, the
     # next chunk's loads issued before this chunk's arithmetic (a prefetch
@@ -96,39 +206,31 @@ def _selective_scan_kernel(
     dt_mask = dm[:, None] & (offs_t < L)[None, :]
     tn_mask = (offs_t < L)[:, None] & nm[None, :]
     u_n = tl.load(u_p, mask=dt_mask, other=0)
-    t_n = tl.load(t_p, mask=dt_mask, other=0)
+    if not FUSED_DT:
+        t_n = tl.load(t_p, mask=dt_mask, other=0)
     b_n = tl.load(b_p, mask=tn_mask, other=0)
     c_n = tl.load(c_p, mask=tn_mask, other=0)
+    z_n = u_n
     if HAS_Z:
         z_n = tl.load(z_p, mask=dt_mask, other=0)
     for t0 in range(0, L, CHUNK):
-        u = u_n.to(tl.float32)
-        dt = t_n.to(tl.float32)
-        Bc = b_n.to(tl.float32)
-        Cc = c_n.to(tl.float32)
-        if HAS_Z:
-            z = z_n.to(tl.float32)
+        if FUSED_DT:
+            t_n = tl.trans(_dt_proj_quant(lq_p, dtw_ptr, t0, L, R, offs_t, offs_d, dm,
+                                          stride_ll, stride_lr, stride_wd, stride_wr, lw_s, dt_s,
+                                          CHUNK, BLOCK_D, BLOCK_R))
+        u, dt, Bc, Cc, gate = _chunk_inputs(u_n, t_n, b_n, c_n, z_n, dtb, u_s, dt_s, B_s, C_s, z_s,
+                                            IS_INT8, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS)
         t1 = t0 + CHUNK
         nd_mask = dm[:, None] & ((t1 + offs_t) < L)[None, :]
         nn_mask = ((t1 + offs_t) < L)[:, None] & nm[None, :]
         u_n = tl.load(u_p + t1 * stride_ul, mask=nd_mask, other=0)
-        t_n = tl.load(t_p + t1 * stride_tl, mask=nd_mask, other=0)
+        if not FUSED_DT:
+            t_n = tl.load(t_p + t1 * stride_tl, mask=nd_mask, other=0)
         b_n = tl.load(b_p + t1 * stride_bl, mask=nn_mask, other=0)
         c_n = tl.load(c_p + t1 * stride_cl, mask=nn_mask, other=0)
         if HAS_Z:
             z_n = tl.load(z_p + t1 * stride_zl, mask=nd_mask, other=0)
 
-        if IS_INT8:
-            u = u * u_s
-            dt = dt * dt_s
-            Bc = Bc * B_s
-            Cc = Cc * C_s
-            if HAS_Z:
-                z = z * z_s
-        if HAS_DT_BIAS:
-            dt = dt + dtb[:, None]
-        if DT_SOFTPLUS:
-            dt = _softplus(dt)
         du = dt * u                                               # (BLOCK_D, CHUNK)
         y = tl.zeros((BLOCK_D, CHUNK), dtype=tl.float32)
         for j in tl.static_range(CHUNK):
@@ -145,7 +247,7 @@ def _selective_scan_kernel(
         if HAS_D:
             y = y + u * Dv[:, None]
         if HAS_Z:
-            y = y * (z / (1.0 + tl.exp(-z)))
+            y = y * gate
         tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
                  mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
 
@@ -154,22 +256,194 @@ def _selective_scan_kernel(
              h, mask=dn_mask)
 
 
+@triton.jit
+def _selective_scan_chunked_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, h0_ptr, y_ptr, hT_ptr,
+    lq_ptr, dtw_ptr,
+    u_scale_ptr, dt_scale_ptr, B_scale_ptr, C_scale_ptr, z_scale_ptr, lq_scale_ptr, dtw_scale_ptr,
+    L, DIM, NSTATE, R,
+    stride_ub, stride_ul, stride_ud,
+    stride_tb, stride_tl, stride_td,
+    stride_ad, stride_an,
+    stride_bb, stride_bl, stride_bn,
+    stride_cb, stride_cl, stride_cn,
+    stride_zb, stride_zl, stride_zd,
+    stride_hb, stride_hd, stride_hn,
+    stride_yb, stride_yl, stride_yd,
+    stride_fb, stride_fd, stride_fn,
+    stride_lb, stride_ll, stride_lr,
+    stride_wd, stride_wr,
+    IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
+    HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
+    FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, STATE_ROWS: tl.constexpr,
+    SCAN_IN_ORDER: tl.constexpr,
+):
+    """The chunked scan: a chunk of CHUNK timesteps at a time, by an associative scan.
+
+    The state index n is split as n = row * COLS + col, and the state is held as
+    a (STATE_ROWS, BLOCK_D, COLS) tile; a chunk's steps are (CHUNK, STATE_ROWS,
+    BLOCK_D, COLS) tiles. With time and rows as the leading axes, Triton's
+    default layout puts lanes and warps on channels and columns (when BLOCK_D *
+    COLS >= 32 * num_warps) and keeps time and rows in each thread's registers:
+    the scan along time then needs no shuffles or shared memory, and the sum
+    over the state for y starts in registers (more rows: fewer shuffles, but
+    fewer threads)."""
+    COLS: tl.constexpr = BLOCK_N // STATE_ROWS
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = offs_d < DIM
+    n_rc = tl.arange(0, STATE_ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :]   # (ROWS, COLS)
+    nm_rc = n_rc < NSTATE
+    n3 = n_rc[:, None, :]                                                            # (ROWS, 1, COLS)
+    d3 = offs_d[None, :, None]
+    st_mask = nm_rc[:, None, :] & dm[None, :, None]
+
+    # Padded state entries get A = 0 and B = 0, so they stay exactly zero. A is
+    # scaled by log2(e) once here, so each step's decay is a single exp2.
+    A = tl.load(A_ptr + d3 * stride_ad + n3 * stride_an, mask=st_mask, other=0.0).to(tl.float32)
+    A = A * 1.4426950408889634
+    # The state is carried as (1, ROWS, BLOCK_D, COLS), its shape within the step
+    # tiles, so the loop keeps it in their layout (a 3-D state was converted to
+    # and from that layout through shared memory every chunk).
+    if HAS_H0:
+        h = tl.load(h0_ptr + pid_b * stride_hb + d3 * stride_hd + n3 * stride_hn,
+                    mask=st_mask, other=0.0).to(tl.float32)[None, :, :, :]
+    else:
+        h = tl.zeros((1, STATE_ROWS, BLOCK_D, COLS), dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
+    dtb = tl.zeros((1, BLOCK_D), dtype=tl.float32)
+    if HAS_DT_BIAS:
+        dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[None, :]
+    # Unused on the float path (they point at A there).
+    u_s, dt_s = tl.load(u_scale_ptr), tl.load(dt_scale_ptr)
+    B_s, C_s, z_s = tl.load(B_scale_ptr), tl.load(C_scale_ptr), tl.load(z_scale_ptr)
+    offs_t = tl.arange(0, CHUNK)
+    if FUSED_DT:
+        if DTW_PER_CHANNEL:
+            lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr + offs_d, mask=dm, other=0.0)[None, :]
+        else:
+            lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr)
+        # dt_proj's weight rows for this block of channels, loaded once as the
+        # (BLOCK_R >= R, BLOCK_D) right operand of a tensor-core product per chunk.
+        offs_r = tl.arange(0, BLOCK_R)
+        dtw = tl.load(dtw_ptr + offs_r[:, None] * stride_wr + offs_d[None, :] * stride_wd,
+                      mask=(offs_r < R)[:, None] & dm[None, :], other=0)
+        l_p = lq_ptr + pid_b * stride_lb + offs_t[:, None] * stride_ll + offs_r[None, :] * stride_lr
+
+    # (CHUNK, BLOCK_D) tiles of u, dt, z, y and (CHUNK, ROWS, COLS) tiles of B,
+    # C; the next chunk's loads are issued before this chunk's arithmetic.
+    t2 = offs_t[:, None]
+    u_p = u_ptr + pid_b * stride_ub + t2 * stride_ul + offs_d[None, :] * stride_ud
+    t_p = dt_ptr + pid_b * stride_tb + t2 * stride_tl + offs_d[None, :] * stride_td
+    z_p = z_ptr + pid_b * stride_zb + t2 * stride_zl + offs_d[None, :] * stride_zd
+    y_p = y_ptr + pid_b * stride_yb + t2 * stride_yl + offs_d[None, :] * stride_yd
+    t3 = offs_t[:, None, None]
+    b_p = B_ptr + pid_b * stride_bb + t3 * stride_bl + n_rc[None, :, :] * stride_bn
+    c_p = C_ptr + pid_b * stride_cb + t3 * stride_cl + n_rc[None, :, :] * stride_cn
+
+    td_mask = (offs_t < L)[:, None] & dm[None, :]
+    tn_mask = (offs_t < L)[:, None, None] & nm_rc[None, :, :]
+    u_n = tl.load(u_p, mask=td_mask, other=0)
+    if FUSED_DT:
+        l_n = tl.load(l_p, mask=(offs_t < L)[:, None] & (offs_r < R)[None, :], other=0)
+    else:
+        t_n = tl.load(t_p, mask=td_mask, other=0)
+    b_n = tl.load(b_p, mask=tn_mask, other=0)
+    c_n = tl.load(c_p, mask=tn_mask, other=0)
+    z_n = u_n
+    if HAS_Z:
+        z_n = tl.load(z_p, mask=td_mask, other=0)
+    for t0 in range(0, L, CHUNK):
+        if FUSED_DT:
+            t_n = _dt_requant(tl.dot(l_n, dtw, out_dtype=tl.int32), lw_s, dt_s)   # (CHUNK, BLOCK_D)
+        u, dt, Bc, Cc, gate = _chunk_inputs(u_n, t_n, b_n, c_n, z_n, dtb, u_s, dt_s, B_s, C_s, z_s,
+                                            IS_INT8, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS)
+        t1 = t0 + CHUNK
+        nd_mask = ((t1 + offs_t) < L)[:, None] & dm[None, :]
+        nn_mask = ((t1 + offs_t) < L)[:, None, None] & nm_rc[None, :, :]
+        u_n = tl.load(u_p + t1 * stride_ul, mask=nd_mask, other=0)
+        if FUSED_DT:
+            l_n = tl.load(l_p + t1 * stride_ll, mask=((t1 + offs_t) < L)[:, None] & (offs_r < R)[None, :],
+                          other=0)
+        else:
+            t_n = tl.load(t_p + t1 * stride_tl, mask=nd_mask, other=0)
+        b_n = tl.load(b_p + t1 * stride_bl, mask=nn_mask, other=0)
+        c_n = tl.load(c_p + t1 * stride_cl, mask=nn_mask, other=0)
+        if HAS_Z:
+            z_n = tl.load(z_p + t1 * stride_zl, mask=nd_mask, other=0)
+
+        # Steps past the end get dt = 0 (u and B load as 0): the identity map,
+        # so the chunk's last step is the state after step L - 1.
+        dt = tl.where(((t0 + offs_t) < L)[:, None], dt, 0.0)
+        dA = tl.exp2(dt[:, None, :, None] * A[None, :, :, :])        # (CHUNK, ROWS, BLOCK_D, COLS)
+        dBu = (dt * u)[:, None, :, None] * Bc[:, :, None, :]
+        # h_t = cum_a_t * h + cum_b_t: the steps of the chunk composed in order.
+        if SCAN_IN_ORDER:
+            cum_a, cum_b = _compose_in_order(dA, dBu, offs_t, CHUNK)
+        else:
+            cum_a, cum_b = tl.associative_scan((dA, dBu), axis=0, combine_fn=_compose_steps)
+        hs = cum_a * h + cum_b
+        y = tl.sum(tl.sum(hs * Cc[:, :, None, :], axis=1), axis=2)    # (CHUNK, BLOCK_D)
+        # The last step's state, by an exact masked sum (adds zeros only).
+        h = tl.sum(tl.where((offs_t == CHUNK - 1)[:, None, None, None], hs, 0.0), axis=0, keep_dims=True)
+        if HAS_D:
+            y = y + u * Dv[None, :]
+        if HAS_Z:
+            y = y * gate
+        tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
+                 mask=((t0 + offs_t) < L)[:, None] & dm[None, :])
+
+    tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
+    tl.store(hT_ptr + pid_b * stride_fb + d3 * stride_fd + n3 * stride_fn,
+             tl.reshape(h, (STATE_ROWS, BLOCK_D, COLS)), mask=st_mask)
+
+
 @functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
-# Set by benchmarks/kernels_gpu.py to sweep the channel block; None in normal use.
+# Prefill kernel: "chunked" (an associative scan over each chunk of time) or
+# "serial" (one step at a time: the fallback, should the chunked kernel not
+# compile with some Triton version).
+_PREFILL_IMPL = "chunked"
+# (BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked kernel. A thread holds
+# CHUNK * STATE_ROWS entries of each (CHUNK, ROWS, BLOCK_D, COLS) step tile,
+# 16 here; with about five such tiles live it compiles to 72 registers and no
+# spills for sm_90 (Triton 3.6 and 3.9). STATE_ROWS trades threads for
+# shuffles: at batch 1 and dim 5120 there are 81920 / STATE_ROWS threads, and
+# y's sum over the state takes log2(COLS) shuffle rounds. BLOCK_D * COLS should
+# be at least 32 * num_warps (otherwise warps land on the time axis).
+# benchmarks/scan_sweep.py times the alternatives on the GPU.
+_CHUNKED_CONFIG = (16, 8, 4, 2)
+# Prefill given dt_proj's input (dt_low_q, ...): "fused" computes dt inside the
+# chunked kernel (a tensor-core product per chunk, no extra launch); "launch"
+# runs int8_linear_quant first and scans its output. Equal bit for bit; a
+# decode step always takes the fused path (there the launch is the cost).
+_PREFILL_DT_PROJ = "fused"
+# Under the interpreter, the chunked kernel composes a chunk's steps "in_order"
+# (bit-identical to "associative", which the interpreter runs one element at a
+# time in Python: tens of seconds for a small model's forward).
+_INTERPRETER_SCAN = "in_order"
+# Set by benchmarks/kernels_gpu.py to sweep the serial kernel's channel block and
+# chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"); None / 8 in
+# normal use.
 _BLOCK_D_OVERRIDE: int | None = None
 _CHUNK = 8
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
-            state_out=None):
+            state_out=None, dt_proj=None):
+    """dt_proj: None, or (lq, w, w_per_channel) to compute dt from dt_proj's int8
+    input lq (batch, seqlen, R) and weight w (dim, R); dt is then None."""
     if u.dim() != 3:
         raise ValueError(f"{op}: u must be (batch, seqlen, dim), got shape {tuple(u.shape)}")
     batch, seqlen, dim = u.shape
-    check_shape(op, "delta", dt, (batch, seqlen, dim))
+    if dt is not None:
+        check_shape(op, "delta", dt, (batch, seqlen, dim))
     if A.dim() != 2 or A.shape[0] != dim:
         raise ValueError(f"{op}: A must be (dim={dim}, dstate), got shape {tuple(A.shape)}")
     dstate = A.shape[1]
@@ -191,32 +465,56 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     else:
         final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
     block_n = next_pow2(dstate)
-    # Prefill: 16 channels x 8-step chunks a program, one warp (the best of the
-    # block/chunk sweep in docs/kernels.md: many short independent latency
-    # chains beat fewer wide ones). Decode (one step): wider blocks, enough
-    # programs to fill the GPU.
-    if seqlen > 1:
-        block_d, chunk = 16, _CHUNK
+    time_parallel = seqlen > 1 and _PREFILL_IMPL == "chunked"
+    if time_parallel:
+        block_d, chunk, num_warps, state_rows = _CHUNKED_CONFIG
+        state_rows = min(state_rows, block_n)          # both powers of two: rows divide the state
     else:
-        block_d, chunk = 64, 1
-        while block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
-            block_d //= 2
-    if _BLOCK_D_OVERRIDE is not None:
-        block_d = _BLOCK_D_OVERRIDE
+        # Serial prefill: 16 channels x 8-step chunks a program, one warp (the
+        # best of the block/chunk sweep in docs/kernels.md: many short
+        # independent latency chains beat fewer wide ones). Decode (one step):
+        # wider blocks, enough programs to fill the GPU.
+        if seqlen > 1:
+            block_d, chunk = 16, _CHUNK
+        else:
+            block_d, chunk = 64, 1
+            while block_d > 16 and batch * triton.cdiv(dim, block_d) < 4 * _num_sms(u.device):
+                block_d //= 2
+        if _BLOCK_D_OVERRIDE is not None:
+            block_d = _BLOCK_D_OVERRIDE
+        # Enough threads that the state and the chunk tiles stay in registers
+        # (fewer spill: checked in the SASS).
+        num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))
     if interpret_mode():
-        block_d = min(block_d, next_pow2(dim))
-    # Enough threads that the state and the chunk tiles stay in registers
-    # (fewer spill: checked in the SASS).
-    num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))
+        block_d = min(block_d, next_pow2(dim))   # no fully masked tiles for the (slow) interpreter
     dummy = final
+    if dt_proj is not None:
+        lq, dtw, dtw_per_channel = dt_proj
+        rank = lq.shape[2]
+        if time_parallel:
+            # All of K in one tensor-core product (int8 MMAs take K in 32s).
+            block_r = max(32, next_pow2(rank))
+        else:
+            # A broadcast product, its K block sized to about 16 int32 a thread.
+            block_r = min(max(8, 16 * 32 * num_warps // (block_d * chunk)), next_pow2(rank))
+        dt, lq_strides, w_strides = u, lq.stride(), dtw.stride()
+    else:
+        lq = dtw = dummy
+        rank, dtw_per_channel, block_r = 0, False, 1
+        lq_strides, w_strides = (0, 0, 0), (0, 0)
     h0 = initial_state if initial_state is not None else final
     zz = z if z is not None else u
     grid = (batch, triton.cdiv(dim, block_d))
-    _selective_scan_kernel[grid](
+    if time_parallel:
+        kernel = _selective_scan_chunked_kernel
+        layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order")
+    else:
+        kernel, layout = _selective_scan_kernel, {}
+    kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
-        dt_bias if dt_bias is not None else dummy, h0, y, final,
+        dt_bias if dt_bias is not None else dummy, h0, y, final, lq, dtw,
         *scales,
-        seqlen, dim, dstate,
+        seqlen, dim, dstate, rank,
         u.stride(0), u.stride(1), u.stride(2),
         dt.stride(0), dt.stride(1), dt.stride(2),
         A.stride(0), A.stride(1),
@@ -226,17 +524,19 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         h0.stride(0), h0.stride(1), h0.stride(2),
         y.stride(0), y.stride(1), y.stride(2),
         final.stride(0), final.stride(1), final.stride(2),
+        *lq_strides, *w_strides,
         IS_INT8=u.dtype == torch.int8, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_DT_BIAS=dt_bias is not None, HAS_H0=initial_state is not None,
         DT_SOFTPLUS=delta_softplus,
-        BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps,
+        FUSED_DT=dt_proj is not None, DTW_PER_CHANNEL=dtw_per_channel, BLOCK_R=block_r,
+        BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps, **layout,
     )
     return y, final
 
 
 def selective_scan_int8(
     u_q: torch.Tensor, u_scale: torch.Tensor,
-    dt_q: torch.Tensor, dt_scale: torch.Tensor,
+    dt_q: torch.Tensor | None, dt_scale: torch.Tensor,
     A: torch.Tensor,
     B_q: torch.Tensor, B_scale: torch.Tensor,
     C_q: torch.Tensor, C_scale: torch.Tensor,
@@ -245,18 +545,55 @@ def selective_scan_int8(
     dt_bias: torch.Tensor | None,
     initial_state: torch.Tensor | None = None,
     state_out: torch.Tensor | None = None,
+    dt_low_q: torch.Tensor | None = None, dt_low_scale: torch.Tensor | None = None,
+    dt_w_q: torch.Tensor | None = None, dt_w_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
     D, dt_bias: (dim,) or None; initial_state: (batch, dim, dstate) fp32 or None.
     Softplus is always applied to dt + dt_bias.
+
+    With dt_q None, dt is dt_proj computed in the kernel, equal bit for bit to
+    ``int8_linear_quant(dt_low_q, dt_w_q, dt_low_scale, dt_w_scale, None, dt_scale)``:
+    dt_low_q (batch, seqlen, R) int8 (any strides), dt_low_scale per-tensor,
+    dt_w_q (dim, R) int8, dt_w_scale per-tensor or (dim,).
+
     Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32,
     written to ``state_out`` when given (may be ``initial_state``: in place)."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
-                 dt_bias, initial_state)
-    for name, t in (("u_q", u_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q)):
+                 dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)
+    for name, t in (("u_q", u_q), ("B_q", B_q), ("C_q", C_q)):
         check_dtype(op, name, t, (torch.int8,))
+    dt_proj = None
+    low_rank = (dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)
+    if dt_q is not None:
+        check_dtype(op, "dt_q", dt_q, (torch.int8,))
+        if any(t is not None for t in low_rank):
+            raise ValueError(f"{op}: give either dt_q or dt_low_q/dt_w_q (dt_proj fused), not both")
+        lq_scale = dtw_scale = u_scale
+    else:
+        if any(t is None for t in low_rank):
+            raise ValueError(f"{op}: without dt_q, dt_low_q, dt_low_scale, dt_w_q and dt_w_scale "
+                             "are all required (dt_proj is then computed in the kernel)")
+        check_dtype(op, "dt_low_q", dt_low_q, (torch.int8,))
+        check_dtype(op, "dt_w_q", dt_w_q, (torch.int8,))
+        if dt_low_q.dim() != 3 or tuple(dt_low_q.shape[:2]) != tuple(u_q.shape[:2]):
+            raise ValueError(f"{op}: dt_low_q must be (batch, seqlen, dt_rank) matching u_q "
+                             f"{tuple(u_q.shape)}, got shape {tuple(dt_low_q.shape)}")
+        check_shape(op, "dt_w_q", dt_w_q, (u_q.shape[2], dt_low_q.shape[2]))
+        lq_scale = scalar_scale(op, "dt_low_scale", dt_low_scale)
+        if not isinstance(dt_w_scale, torch.Tensor):
+            raise ValueError(f"{op}: dt_w_scale must be an fp32 tensor")
+        per_channel = dt_w_scale.numel() != 1
+        if per_channel and dt_w_scale.numel() != u_q.shape[2]:
+            raise ValueError(f"{op}: dt_w_scale must be per-tensor (one element) or per-channel "
+                             f"({u_q.shape[2]},), got shape {tuple(dt_w_scale.shape)}")
+        dtw_scale = dt_w_scale.reshape(-1).float().contiguous() if per_channel else dt_w_scale.reshape(()).float()
+        if u_q.shape[1] > 1 and _PREFILL_DT_PROJ == "launch":
+            dt_q = int8_linear_quant(dt_low_q, dt_w_q, dt_low_scale, dt_w_scale, None, dt_scale)
+        else:
+            dt_proj = (dt_low_q, dt_w_q, per_channel)
     if z_q is not None:
         check_dtype(op, "z_q", z_q, (torch.int8,))
         if z_scale is None:
@@ -267,8 +604,9 @@ def selective_scan_int8(
     scales = [scalar_scale(op, "u_scale", u_scale), scalar_scale(op, "dt_scale", dt_scale),
               scalar_scale(op, "B_scale", B_scale), scalar_scale(op, "C_scale", C_scale)]
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
+    scales += [lq_scale, dtw_scale]
     return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
-                   torch.float16, state_out)
+                   torch.float16, state_out, dt_proj)
 
 
 def selective_scan(
@@ -300,5 +638,5 @@ def selective_scan(
     if initial_state is not None:
         check_dtype(op, "initial_state", initial_state, (torch.float32,))
     s = A  # scales are unused on the float path; any pointer will do
-    return _launch(op, u, delta, A, B, C, D, z, delta_bias, initial_state, [s] * 5,
+    return _launch(op, u, delta, A, B, C, D, z, delta_bias, initial_state, [s] * 7,
                    delta_softplus, u.dtype, state_out)

@@ -1,0 +1,112 @@
+"""selective_scan_int8 computing dt_proj itself (dt_low_q, dt_w_q) against the two-launch
+version (int8_linear_quant, then the scan) and the PyTorch references composed the same way."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from quamba.kernels.int8_linear_ref import int8_linear_ref  # noqa: E402
+from quamba.kernels.quantize_ref import quantize_ref  # noqa: E402
+from quamba.kernels.selective_scan_int8_ref import selective_scan_int8_ref  # noqa: E402
+from quamba.kernels.triton import int8_linear_quant, selective_scan_int8  # noqa: E402
+
+from ._helpers import assert_int8_match, rand_int8, rel_err, shapes  # noqa: E402
+from .test_selective_scan import STATE_TOL, Y_TOL, _int8_case  # noqa: E402
+
+scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
+
+# (batch, seqlen, dim, dstate, dt_rank, per-channel weight scale)
+CASES = shapes(
+    gpu=[(1, 1, 5120, 16, 160, True), (64, 1, 5120, 16, 160, False), (1, 300, 5120, 16, 160, True),
+         (2, 33, 1280, 16, 40, False), (2, 7, 384, 16, 12, True), (1, 2048, 1536, 16, 96, True)],
+    cpu=[(2, 1, 24, 16, 5, True), (1, 1, 40, 16, 160, False), (2, 7, 12, 5, 3, False),
+         (1, 33, 24, 16, 12, True), (2, 70, 12, 5, 2, True)],
+)
+
+
+def _dt_proj_case(b, l, d, n, r, per_channel, device):
+    """dt_proj's input as the strided dt_low slice of x_proj's merged output, like the fused block."""
+    args = _int8_case(b, l, d, n, device)
+    del args["dt_q"]
+    lq = rand_int8(b, l, r + 2 * n, device=device)[..., :r]
+    w = rand_int8(d, r, device=device)
+    # Scales that make int8 dt spread over about +-60 (std), so that a few percent clamp.
+    lq_scale = torch.tensor(0.05, device=device)
+    w_scale = torch.tensor(0.0025 / r ** 0.5, device=device)
+    if per_channel:
+        w_scale = w_scale * (torch.rand(d, device=device) + 0.5)
+    return args, dict(dt_low_q=lq, dt_low_scale=lq_scale, dt_w_q=w, dt_w_scale=w_scale)
+
+
+def _two_launches(args, proj, **kw):
+    dtq = int8_linear_quant(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"], proj["dt_w_scale"], None,
+                            args["dt_scale"])
+    return selective_scan_int8(dt_q=dtq, **args, **kw)
+
+
+@pytest.mark.parametrize("b,l,d,n,r,per_channel", CASES)
+def test_fused_dt_equals_two_launches(b, l, d, n, r, per_channel, device):
+    args, proj = _dt_proj_case(b, l, d, n, r, per_channel, device)
+    y, h = selective_scan_int8(dt_q=None, **args, **proj)
+    y2, h2 = _two_launches(args, proj)
+    assert torch.equal(y, y2) and torch.equal(h, h2)
+
+
+@pytest.mark.parametrize("b,l,d,n,r,per_channel", CASES[:3])
+def test_fused_dt_matches_reference_composition(b, l, d, n, r, per_channel, device):
+    """The PyTorch twins composed the same way: dt_proj (fp64 epilogue) requantized, then
+    the reference scan. dt agrees to the int8 step (the epilogues round differently only
+    at ties), the scan within the usual tolerances."""
+    args, proj = _dt_proj_case(b, l, d, n, r, per_channel, device)
+    y, h = selective_scan_int8(dt_q=None, **args, **proj)
+    dt_ref = quantize_ref(int8_linear_ref(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"],
+                                          proj["dt_w_scale"]), args["dt_scale"])
+    dt_kernel = int8_linear_quant(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"], proj["dt_w_scale"],
+                                  None, args["dt_scale"])
+    assert_int8_match(dt_kernel, dt_ref)
+    assert int((dt_ref.int().abs() == 127).sum()) > 0, "the case should reach the clamp"
+    ref_y, ref_h = selective_scan_int8_ref(dt_q=dt_ref, **args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+
+
+@pytest.mark.parametrize("l", [1, 9])
+def test_fused_dt_state_in_place(l, device):
+    b, d, n, r = (2, 12, 16, 5) if device.type == "cpu" else (2, 1536, 16, 96)
+    args, proj = _dt_proj_case(b, l, d, n, r, True, device)
+    y2, h2 = _two_launches(args, proj)
+    h = args["initial_state"].clone()
+    args["initial_state"] = h
+    y, h_out = selective_scan_int8(dt_q=None, **args, **proj, state_out=h)
+    assert h_out.data_ptr() == h.data_ptr()
+    assert torch.equal(y, y2) and torch.equal(h, h2)
+
+
+@pytest.mark.parametrize("impl,dt_proj", [("chunked", "launch"), ("serial", "fused")])
+def test_fused_dt_other_prefill_paths(impl, dt_proj, device, monkeypatch):
+    """dt_proj as its own launch inside the wrapper, and fused into the serial kernel."""
+    monkeypatch.setattr(scan_mod, "_PREFILL_IMPL", impl)
+    monkeypatch.setattr(scan_mod, "_PREFILL_DT_PROJ", dt_proj)
+    b, l, d, n, r = (2, 11, 12, 5, 7) if device.type == "cpu" else (2, 300, 1280, 16, 80)
+    args, proj = _dt_proj_case(b, l, d, n, r, False, device)
+    y, h = selective_scan_int8(dt_q=None, **args, **proj)
+    y2, h2 = _two_launches(args, proj)
+    assert torch.equal(y, y2) and torch.equal(h, h2)
+
+
+def test_fused_dt_rejects_bad_inputs(device):
+    args, proj = _dt_proj_case(1, 3, 16, 16, 4, False, device)
+    with pytest.raises(ValueError, match="either dt_q or dt_low_q"):
+        selective_scan_int8(dt_q=rand_int8(1, 3, 16, device=device), **args, **proj)
+    with pytest.raises(ValueError, match="are all required"):
+        selective_scan_int8(dt_q=None, **args, **{**proj, "dt_w_scale": None})
+    with pytest.raises(ValueError, match="dt_w_q must have shape"):
+        selective_scan_int8(dt_q=None, **args, **{**proj, "dt_w_q": rand_int8(16, 5, device=device)})
+    with pytest.raises(ValueError, match="dt_w_scale must be per-tensor"):
+        selective_scan_int8(dt_q=None, **args, **{**proj, "dt_w_scale": torch.ones(8, device=device)})
+    with pytest.raises(ValueError, match="dt_low_q must be"):
+        selective_scan_int8(dt_q=None, **args, **{**proj, "dt_low_q": rand_int8(1, 2, 4, device=device)})

@@ -8,13 +8,16 @@ will do and each step is one launch:
     int8_linear_quant (in_proj)            -> int8 x, int8 z (per-column output scale: one launch)
     causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), conv state in place
     int8_linear_quant (x_proj)             -> int8 dt_low, B, C (per-column output scale)
-    int8_linear_quant (dt_proj)            -> int8 dt
-    selective_scan_int8                    -> fp16 y (D skip, SiLU(z) gate fused), fp32 state in place
+    selective_scan_int8                    -> dt_proj (int32, requantized to int8 dt as a separate
+                                              launch would), fp16 y (D skip, SiLU(z) gate fused),
+                                              fp32 state in place
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-Eight launches a layer and no state copies; decoding captures the whole model
-in a CUDA graph so a token costs one launch from the host.
+Seven launches a layer and no state copies; decoding captures the whole model
+in a CUDA graph so a token costs one launch from the host. On Hopper each kernel
+is launched with programmatic dependent launch (``pdl_wait`` in the kernels), so
+a launch's ramp-up overlaps the tail of the kernel before it.
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the

@@ -34,8 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2,
-                      quantize_int8, scalar_scale)
+from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
+                      pdl_wait, quantize_int8, scalar_scale)
 from .int8_linear import int8_linear_quant
 
 __all__ = ["selective_scan_int8", "selective_scan"]
@@ -156,7 +156,7 @@ def _selective_scan_kernel(
     IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N)."""
     pid_b = tl.program_id(0)
@@ -166,6 +166,7 @@ def _selective_scan_kernel(
     dm = offs_d < DIM
     nm = offs_n < NSTATE
     dn_mask = dm[:, None] & nm[None, :]
+    pdl_wait(USE_PDL)
 
     # Padded state columns get A = 0 and B = 0, so they stay exactly zero.
     A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an,
@@ -277,7 +278,7 @@ def _selective_scan_chunked_kernel(
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, STATE_ROWS: tl.constexpr,
-    SCAN_IN_ORDER: tl.constexpr,
+    SCAN_IN_ORDER: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     """The chunked scan: a chunk of CHUNK timesteps at a time, by an associative scan.
 
@@ -299,6 +300,7 @@ def _selective_scan_chunked_kernel(
     n3 = n_rc[:, None, :]                                                            # (ROWS, 1, COLS)
     d3 = offs_d[None, :, None]
     st_mask = nm_rc[:, None, :] & dm[None, :, None]
+    pdl_wait(USE_PDL)
 
     # Padded state entries get A = 0 and B = 0, so they stay exactly zero. A is
     # scaled by log2(e) once here, so each step's decay is a single exp2.
@@ -530,6 +532,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         DT_SOFTPLUS=delta_softplus,
         FUSED_DT=dt_proj is not None, DTW_PER_CHANNEL=dtw_per_channel, BLOCK_R=block_r,
         BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps, **layout,
+        **pdl_launch_options(u.device),
     )
     return y, final
 

@@ -49,8 +49,38 @@ def _two_launches(args, proj, **kw):
     return selective_scan_int8(dt_q=dtq, **args, **kw)
 
 
+def _assert_same_scan(y, h, y2, h2, device):
+    """The int8 dt is the same either way and so is the code after it, but the GPU
+    compiler may contract that code into FMAs differently in two kernels (seen on an
+    H100: y equal, the state differing in its last bits). Exact in the interpreter."""
+    if device.type == "cpu":
+        assert torch.equal(y, y2) and torch.equal(h, h2)
+    torch.testing.assert_close(h, h2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y, y2, rtol=2e-3, atol=1e-3)
+    assert (y == y2).float().mean() > 0.999
+
+
+@pytest.fixture
+def fused(monkeypatch):
+    """dt computed inside the scan kernel for every shape (by default only where it is faster)."""
+    monkeypatch.setattr(scan_mod, "_PREFILL_DT_PROJ", "fused")
+    monkeypatch.setattr(scan_mod, "_FUSED_DT_MAX_DECODE_ROWS", 1 << 30)
+
+
+@pytest.mark.parametrize("b,l,shared_launches", [(1, 1, 0), (2, 1, 1), (1, 7, 1)])
+def test_fused_dt_default_routing(b, l, shared_launches, device, monkeypatch):
+    """By default only a batch-1 decode step computes dt inside the scan; batches and
+    prefill launch dt_proj first (faster on an H100, see selective_scan.py)."""
+    calls = []
+    real = scan_mod.int8_linear_quant
+    monkeypatch.setattr(scan_mod, "int8_linear_quant", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args, proj = _dt_proj_case(b, l, 12, 16, 5, False, device)
+    selective_scan_int8(dt_q=None, **args, **proj)
+    assert len(calls) == shared_launches
+
+
 @pytest.mark.parametrize("b,l,d,n,r,per_channel", CASES)
-def test_fused_dt_equals_two_launches(b, l, d, n, r, per_channel, device):
+def test_fused_dt_equals_two_launches(b, l, d, n, r, per_channel, device, fused):
     args, proj = _dt_proj_case(b, l, d, n, r, per_channel, device)
     y, h = selective_scan_int8(dt_q=None, **args, **proj)
     y2, h2 = _two_launches(args, proj)
@@ -58,7 +88,7 @@ def test_fused_dt_equals_two_launches(b, l, d, n, r, per_channel, device):
 
 
 @pytest.mark.parametrize("b,l,d,n,r,per_channel", CASES[:3])
-def test_fused_dt_matches_reference_composition(b, l, d, n, r, per_channel, device):
+def test_fused_dt_matches_reference_composition(b, l, d, n, r, per_channel, device, fused):
     """The PyTorch twins composed the same way: dt_proj (fp64 epilogue) requantized, then
     the reference scan. dt agrees to the int8 step (the epilogues round differently only
     at ties), the scan within the usual tolerances."""
@@ -75,7 +105,7 @@ def test_fused_dt_matches_reference_composition(b, l, d, n, r, per_channel, devi
 
 
 @pytest.mark.parametrize("l", [1, 9])
-def test_fused_dt_state_in_place(l, device):
+def test_fused_dt_state_in_place(l, device, fused):
     b, d, n, r = (2, 12, 16, 5) if device.type == "cpu" else (2, 1536, 16, 96)
     args, proj = _dt_proj_case(b, l, d, n, r, True, device)
     y2, h2 = _two_launches(args, proj)
@@ -83,7 +113,7 @@ def test_fused_dt_state_in_place(l, device):
     args["initial_state"] = h
     y, h_out = selective_scan_int8(dt_q=None, **args, **proj, state_out=h)
     assert h_out.data_ptr() == h.data_ptr()
-    assert torch.equal(y, y2) and torch.equal(h, h2)
+    _assert_same_scan(y, h, y2, h2, device)
 
 
 @pytest.mark.parametrize("impl,dt_proj", [("chunked", "launch"), ("serial", "fused")])
@@ -95,7 +125,7 @@ def test_fused_dt_other_prefill_paths(impl, dt_proj, device, monkeypatch):
     args, proj = _dt_proj_case(b, l, d, n, r, False, device)
     y, h = selective_scan_int8(dt_q=None, **args, **proj)
     y2, h2 = _two_launches(args, proj)
-    assert torch.equal(y, y2) and torch.equal(h, h2)
+    _assert_same_scan(y, h, y2, h2, device)
 
 
 def test_fused_dt_rejects_bad_inputs(device):

@@ -421,11 +421,14 @@ _PREFILL_IMPL = "chunked"
 # be at least 32 * num_warps (otherwise warps land on the time axis).
 # benchmarks/scan_sweep.py times the alternatives on the GPU.
 _CHUNKED_CONFIG = (16, 8, 4, 2)
-# Prefill given dt_proj's input (dt_low_q, ...): "fused" computes dt inside the
-# chunked kernel (a tensor-core product per chunk, no extra launch); "launch"
-# runs int8_linear_quant first and scans its output. Equal bit for bit; a
-# decode step always takes the fused path (there the launch is the cost).
-_PREFILL_DT_PROJ = "fused"
+# Given dt_proj's input (dt_low_q, ...), dt is computed inside the scan kernel
+# ("fused") or by int8_linear_quant first ("launch"); the int8 dt is the same.
+# H100, mamba-2.8b shapes (docs/sweeps/scan_sweep_h100.json): a batch-1 decode
+# step is faster fused (3.3 vs 4.5 µs: the launch is the cost), batch 64 is not
+# (36 vs 16 µs: every channel block redoes the rank-160 products on CUDA cores),
+# nor is a 2048-token prefill (0.57 ms fused vs 0.34 + 0.10 ms).
+_PREFILL_DT_PROJ = "launch"
+_FUSED_DT_MAX_DECODE_ROWS = 1
 # Under the interpreter, the chunked kernel composes a chunk's steps "in_order"
 # (bit-identical to "associative", which the interpreter runs one element at a
 # time in Python: tens of seconds for a small model's forward).
@@ -593,7 +596,8 @@ def selective_scan_int8(
             raise ValueError(f"{op}: dt_w_scale must be per-tensor (one element) or per-channel "
                              f"({u_q.shape[2]},), got shape {tuple(dt_w_scale.shape)}")
         dtw_scale = dt_w_scale.reshape(-1).float().contiguous() if per_channel else dt_w_scale.reshape(()).float()
-        if u_q.shape[1] > 1 and _PREFILL_DT_PROJ == "launch":
+        batch, seqlen = u_q.shape[:2]
+        if (_PREFILL_DT_PROJ == "launch") if seqlen > 1 else batch > _FUSED_DT_MAX_DECODE_ROWS:
             dt_q = int8_linear_quant(dt_low_q, dt_w_q, dt_low_scale, dt_w_scale, None, dt_scale)
         else:
             dt_proj = (dt_low_q, dt_w_q, per_channel)

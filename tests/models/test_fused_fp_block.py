@@ -192,3 +192,20 @@ def test_prefill_graphs_replay_the_eager_forward(fused_calls):
         torch.testing.assert_close(step, eager[2], rtol=1e-3, atol=1e-3)
         for s, e in zip(states, eager[1]):
             torch.testing.assert_close(s, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_prefill_graphs_after_a_freed_model(fused_calls):
+    """A model freed after its prefill graphs were captured takes its graphs (and their
+    memory pool) with it; the next model with the same prompt shape captures afresh
+    (this used to fail inside the CUDA caching allocator)."""
+    import gc
+
+    ids = _ids(1, 33)
+    for _ in range(2):
+        model = _tiny("fp16")
+        with torch.inference_mode():
+            outs = [model(ids).clone() for _ in range(3)]   # eager, capture, replay
+        torch.testing.assert_close(outs[2], outs[0], rtol=1e-3, atol=1e-3)
+        del model
+        gc.collect()

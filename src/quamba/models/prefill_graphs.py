@@ -62,11 +62,16 @@ class PrefillGraphs:
         self.r = [torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) for _ in range(2)]
         self.calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.captured = False
 
     @classmethod
     def run(cls, block, hidden, residual, cache):
         key = (hidden.device, tuple(hidden.shape), hidden.dtype)
         st = cls._shapes.get(key)
+        if st is not None and st.captured and len(st.graphs) == 0:
+            # Every block that had graphs here is gone, and with its graphs the private
+            # pool was released: capturing into that pool again would fail. Start afresh.
+            st = None
         if st is None:
             st = cls._shapes[key] = cls(hidden)
             while len(cls._shapes) > cls.MAX_SHAPES:
@@ -97,6 +102,7 @@ class PrefillGraphs:
                 st.r[dst].copy_(res)
             del out, res
             graphs[gkey] = graph
+            st.captured = True
             while len(graphs) > cls.MAX_GRAPHS_PER_BLOCK:
                 graphs.popitem(last=False)
         graph.replay()

@@ -33,6 +33,7 @@ Two kernels, chosen by M (the number of tokens):
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -200,23 +201,37 @@ def _int8_gemv_rows_kernel(
     stride_xk, stride_wn, stride_wk, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, USE_PDL: tl.constexpr,
 ):
-    """One token: out[n] = sum_k x[k] * W[n, k] for BLOCK_N rows, on the CUDA cores."""
+    """One token: out[n] = sum_k x[k] * W[n, k] for BLOCK_N rows, on the CUDA cores.
+
+    SINGLE_PASS (BLOCK_K >= K): the program's whole weight slab is loaded *before*
+    ``pdl_wait``. Weights are never written by any kernel, so under programmatic
+    dependent launch the programs that fit on the GPU while the previous
+    (latency-bound) kernel still runs stream their weights during it."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     nm = offs_n < N
-    pdl_wait(USE_PDL)
-    # Elementwise int32 products, reduced once at the end: the loop body is loads
-    # and multiply-adds only, so the loads of the next slice issue early.
-    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        km = (k0 + offs_k) < K
-        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k0 + offs_k)[None, :] * stride_wk,
+    if SINGLE_PASS:
+        km = offs_k < K
+        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk,
                     mask=nm[:, None] & km[None, :], other=0)
-        x = tl.load(x_ptr + (k0 + offs_k) * stride_xk, mask=km, other=0)
-        acc += w.to(tl.int32) * x.to(tl.int32)[None, :]
-    total = tl.reshape(tl.sum(acc, axis=1), (1, BLOCK_N))
+        pdl_wait(USE_PDL)
+        x = tl.load(x_ptr + offs_k * stride_xk, mask=km, other=0)
+        total = tl.sum(w.to(tl.int32) * x.to(tl.int32)[None, :], axis=1)
+    else:
+        pdl_wait(USE_PDL)
+        # Elementwise int32 products, reduced once at the end: the loop body is loads
+        # and multiply-adds only, so the loads of the next slice issue early.
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
+        for k0 in range(0, K, BLOCK_K):
+            km = (k0 + offs_k) < K
+            w = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k0 + offs_k)[None, :] * stride_wk,
+                        mask=nm[:, None] & km[None, :], other=0)
+            x = tl.load(x_ptr + (k0 + offs_k) * stride_xk, mask=km, other=0)
+            acc += w.to(tl.int32) * x.to(tl.int32)[None, :]
+        total = tl.sum(acc, axis=1)
+    total = tl.reshape(total, (1, BLOCK_N))
     offs_m = tl.arange(0, 1)
     out = _epilogue(total, offs_m, offs_n, 1, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
                     X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
@@ -225,12 +240,17 @@ def _int8_gemv_rows_kernel(
 
 def _rows_config(N: int, K: int) -> dict | None:
     """The CUDA-core kernel's shape for one token, or None where the tensor-core
-    kernel is faster (wide weights, N > K). From the sweep in the module docstring."""
-    if N > K:
+    kernel is used. QUAMBA_GEMV_ROWS: "narrow" (default: N <= K, one row a program,
+    the whole row in one pass), "all" (wide weights too), "loop" (narrow, two rows a
+    program in 1024-wide slices: the first measured version), "off"."""
+    mode = os.environ.get("QUAMBA_GEMV_ROWS", "narrow")
+    if mode == "off" or (N > K and mode != "all"):
         return None
-    if N >= 1024:
-        return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
-    return dict(BLOCK_N=1, BLOCK_K=2048, num_warps=8)
+    if mode == "loop":
+        return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4) if N >= 1024 else dict(BLOCK_N=1, BLOCK_K=2048, num_warps=8)
+    if next_pow2(K) <= 8192:
+        return dict(BLOCK_N=1, BLOCK_K=next_pow2(K), num_warps=4)
+    return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
 
 
 # Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
@@ -346,10 +366,13 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
     rows_cfg = _rows_config(N, K) if M == 1 and _GEMV_OVERRIDE is None else None
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
-        bk = min(rows_cfg["BLOCK_K"], next_pow2(K)) if not interpret_mode() else min(64, next_pow2(K))
+        bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
+        if interpret_mode() and bk < K:
+            bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
         _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
             *args_ptr, N, K, x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(1),
-            **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
+            **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, num_warps=rows_cfg["num_warps"],
+            **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
         split = cfg["SPLIT_K"]

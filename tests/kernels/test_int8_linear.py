@@ -116,3 +116,15 @@ def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
                                rtol=1e-5, atol=1e-5)
     s = scale_for(ref)
     assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
+
+
+@pytest.mark.parametrize("M,N,K", [SHAPES[0], SHAPES[-1]])
+def test_int8_linear_out_buffer(M, N, K, device):
+    """out= writes into a given (..., N) buffer with the same values; a wrong one is refused."""
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
+    ref = int8_linear(x_q, w_q, xs, ws)
+    buf = torch.empty(M, N, dtype=torch.float16, device=device)
+    got = int8_linear(x_q, w_q, xs, ws, out=buf)
+    assert got.data_ptr() == buf.data_ptr() and torch.equal(got, ref)
+    with pytest.raises(ValueError, match="out"):
+        int8_linear(x_q, w_q, xs, ws, out=torch.empty(M, N + 1, dtype=torch.float16, device=device))

@@ -92,3 +92,20 @@ def test_add_rmsnorm_rejects_bad_inputs(device):
         add_rmsnorm(h, None, torch.ones(7, device=device), 1e-5)
     with pytest.raises(ValueError, match="out_dtype"):
         add_rmsnorm(h, None, torch.ones(8, device=device), 1e-5, torch.int8)
+
+
+def test_residual_out_buffer(device):
+    """residual_out= writes the new residual into a given buffer (the prefill graphs'
+    ping-pong pair) with the same values as a fresh one; a wrong buffer is refused."""
+    h = torch.randn(2, 5, 48, device=device, dtype=torch.float16)
+    r = torch.randn(2, 5, 48, device=device)
+    w = torch.rand(48, device=device) + 0.5
+    s = torch.tensor(0.03, device=device)
+    for fn, last in ((rmsnorm_quant, s), (add_rmsnorm, torch.float16)):
+        x, res = fn(h, r, w, 1e-5, last)
+        buf = torch.empty(2, 5, 48, device=device)
+        x2, res2 = fn(h, r, w, 1e-5, last, residual_out=buf)
+        assert res2.data_ptr() == buf.data_ptr()
+        assert torch.equal(res2, res) and torch.equal(x2, x)
+        with pytest.raises(ValueError, match="residual_out"):
+            fn(h, r, w, 1e-5, last, residual_out=torch.empty(2, 5, 48, device=device, dtype=torch.float16))

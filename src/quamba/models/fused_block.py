@@ -76,16 +76,18 @@ def fused_forward(block: "Block", hidden, residual, cache: "LayerCache | None" =
     return fused_forward_kernels(block, hidden, residual, cache)
 
 
-def fused_forward_kernels(block: "Block", hidden, residual, cache: "LayerCache | None" = None):
+def fused_forward_kernels(block: "Block", hidden, residual, cache: "LayerCache | None" = None, out=None):
     """hidden: (batch, seqlen, d_model); residual: fp32 or None.
     Returns (mixer output in hidden's dtype, new residual fp32); the cache states
-    are updated in place."""
+    are updated in place. out: optional (hidden_out, residual_out) buffers for the
+    results (the prefill graphs' ping-pong pair, which then needs no copy)."""
     from quamba.kernels import triton as tk
 
     mixer = block.mixer
     cfg = mixer.config
     d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
-    normed, residual = tk.add_rmsnorm(hidden, residual, block.norm.weight, block.norm.eps, hidden.dtype)
+    normed, residual = tk.add_rmsnorm(hidden, residual, block.norm.weight, block.norm.eps, hidden.dtype,
+                                      residual_out=None if out is None else out[1])
     xz = F.linear(normed, mixer.in_proj.weight, mixer.in_proj.bias)
     conv_state = None if cache is None else cache.conv_state
     u, _ = tk.causal_conv1d(xz[..., :d], mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
@@ -95,6 +97,8 @@ def fused_forward_kernels(block: "Block", hidden, residual, cache: "LayerCache |
     ssm_state = None if cache is None else cache.ssm_state
     y, _ = tk.selective_scan(u, dt, _state_matrix(block), x_dbl[..., r:r + n], x_dbl[..., r + n:],
                              mixer.D, xz[..., d:], mixer.dt_proj.bias, True, ssm_state, state_out=ssm_state)
+    if out is not None and mixer.out_proj.bias is None:
+        return torch.matmul(y, mixer.out_proj.weight.t(), out=out[0]), residual
     return F.linear(y, mixer.out_proj.weight, mixer.out_proj.bias), residual
 
 

@@ -141,9 +141,9 @@ class Block(nn.Module):
         normed = self.norm(residual).to(hidden.dtype)
         return self.mixer(normed, cache), residual
 
-    def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None):
+    def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """The fused path without prefill graphs (what models.prefill_graphs captures)."""
-        return fused_forward_kernels(self, hidden, residual, cache)
+        return fused_forward_kernels(self, hidden, residual, cache, out)
 
 
 class Backbone(nn.Module):

@@ -5,8 +5,9 @@ Prefill (seqlen > 1) of a fused block is host-bound when launched from Python
 tokens), so from the second call with the same (batch, seqlen) each block
 replays a CUDA graph of itself. Used by both fused blocks (the fp one in
 models/fused_block.py, the W8A8 one in quantization/fused_block.py): a block
-only needs ``_forward_kernels(hidden, residual, cache) -> (out, residual_fp32)``,
-capturable (no host syncs, no allocations that outlive it but its outputs).
+only needs ``_forward_kernels(hidden, residual, cache, out=None) -> (out, residual_fp32)``,
+capturable (no host syncs, no allocations that outlive it but its outputs); given
+``out=(hidden_buf, residual_buf)`` it should write its results there (no copy).
 ``QUAMBA_PREFILL_GRAPHS=0`` turns this off.
 """
 
@@ -97,9 +98,13 @@ class PrefillGraphs:
         if graph is None:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=st.pool):
-                out, res = block._forward_kernels(st.h[src], None if residual is None else st.r[src], cache)
-                st.h[dst].copy_(out)
-                st.r[dst].copy_(res)
+                out, res = block._forward_kernels(st.h[src], None if residual is None else st.r[src], cache,
+                                                  out=(st.h[dst], st.r[dst]))
+                # The blocks write straight into the pair; copy only what a block could not.
+                if out.data_ptr() != st.h[dst].data_ptr():
+                    st.h[dst].copy_(out)
+                if res.data_ptr() != st.r[dst].data_ptr():
+                    st.r[dst].copy_(res)
             del out, res
             graphs[gkey] = graph
             st.captured = True

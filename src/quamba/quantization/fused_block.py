@@ -54,14 +54,17 @@ class FusedQBlock(Block):
             return _PrefillGraphs.run(self, hidden, residual, cache)
         return self._forward_kernels(hidden, residual, cache)
 
-    def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None):
+    def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
+        """out: optional (hidden_out, residual_out) buffers to write the results into
+        (the prefill graphs' ping-pong pair, which then needs no copy)."""
         from quamba.kernels import triton as tk
 
         mixer = self.mixer
         cfg, ssm = mixer.config, mixer.ssm
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
-        hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale)
+        hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
+                                        residual_out=None if out is None else out[1])
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
@@ -90,7 +93,7 @@ class FusedQBlock(Block):
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)
         out = tk.int8_linear(yq, mixer.out_proj.weight, mixer.out_proj.input_scale, mixer.out_proj.weight_scale,
-                             mixer.out_proj.bias, out_dtype=out_dtype)
+                             mixer.out_proj.bias, out_dtype=out_dtype, out=None if out is None else out[0])
         return out, residual
 
     def _scale_vector(self, name: str, parts) -> torch.Tensor:

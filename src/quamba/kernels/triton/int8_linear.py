@@ -310,7 +310,7 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None):
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
@@ -355,7 +355,15 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op):
             out_scale = out_scale.reshape(N).float().contiguous()
         else:
             out_scale = scalar_scale(op, "out_scale", out_scale)
-    out = torch.empty(M, N, dtype=torch.int8 if quant_out else out_dtype, device=x_q.device)
+    want = torch.int8 if quant_out else out_dtype
+    if out is None:
+        out = torch.empty(M, N, dtype=want, device=x_q.device)
+    else:
+        check_dtype(op, "out", out, (want,))
+        if tuple(out.shape) != tuple(lead) + (N,) or not out.is_contiguous():
+            raise ValueError(f"{op}: out must be a contiguous {tuple(lead) + (N,)} tensor, "
+                             f"got shape {tuple(out.shape)}")
+        out = out.view(M, N)
     if M == 0:
         return out.reshape(*lead, N)
     dummy = wsc  # any valid pointer for absent optional inputs
@@ -410,13 +418,15 @@ def int8_linear(
     w_scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float16,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x_q: (..., K) int8; w_q: (N, K) int8; x_scale: fp32, one element or (..., 1)
     per token; w_scale: fp32, one element or (N,); bias: (N,) or None.
-    Returns (x_q @ w_q^T) * x_scale * w_scale + bias as (..., N) in out_dtype."""
+    Returns (x_q @ w_q^T) * x_scale * w_scale + bias as (..., N) in out_dtype
+    (written to ``out`` when given: contiguous, out_dtype, (..., N))."""
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"int8_linear: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
-    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear")
+    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear", out)
 
 
 def int8_linear_quant(

@@ -54,15 +54,17 @@ def rmsnorm_quant(
     weight: torch.Tensor,
     eps: float,
     scale: torch.Tensor,
+    residual_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden: (..., d) float; residual: (..., d) float or None; weight: (d,);
     eps: float; scale: per-tensor fp32.
     Returns x_q (..., d) int8 = quantize(rmsnorm(hidden + residual) * weight, scale)
-    and residual_out (..., d) fp32 = hidden + residual."""
+    and residual_out (..., d) fp32 = hidden + residual (written to ``residual_out``
+    when given: a contiguous fp32 tensor of hidden's shape, not aliasing the inputs)."""
     op = "rmsnorm_quant"
     check_device(op, hidden, residual, weight, scale)
     _check(op, hidden, residual, weight)
-    return _launch(hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale))
+    return _launch(op, hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale), residual_out)
 
 
 def add_rmsnorm(
@@ -71,18 +73,20 @@ def add_rmsnorm(
     weight: torch.Tensor,
     eps: float,
     out_dtype: torch.dtype | None = None,
+    residual_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden: (..., d) float; residual: (..., d) float or None; weight: (d,);
     out_dtype: fp16/bf16/fp32 (default: hidden's dtype).
     Returns normed (..., d) = rmsnorm(hidden + residual) * weight computed in fp32
-    and cast to out_dtype, and residual_out (..., d) fp32 = hidden + residual."""
+    and cast to out_dtype, and residual_out (..., d) fp32 = hidden + residual (into
+    ``residual_out`` when given, as in ``rmsnorm_quant``)."""
     op = "add_rmsnorm"
     check_device(op, hidden, residual, weight)
     _check(op, hidden, residual, weight)
     out_dtype = hidden.dtype if out_dtype is None else out_dtype
     if out_dtype not in _FLOATS:
         raise ValueError(f"{op}: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
-    return _launch(hidden, residual, weight, eps, out_dtype, None)
+    return _launch(op, hidden, residual, weight, eps, out_dtype, None, residual_out)
 
 
 def _check(op, hidden, residual, weight) -> None:
@@ -93,7 +97,7 @@ def _check(op, hidden, residual, weight) -> None:
         check_shape(op, "residual", residual, tuple(hidden.shape))
 
 
-def _launch(hidden, residual, weight, eps, out_dtype, scale):
+def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=None):
     """scale: the per-tensor int8 scale (QUANT), or None for a float output."""
     d = hidden.shape[-1]
     lead = hidden.shape[:-1]
@@ -107,7 +111,14 @@ def _launch(hidden, residual, weight, eps, out_dtype, scale):
             r2 = r2.contiguous()
     M = h2.shape[0]
     x = torch.empty(M, d, dtype=out_dtype, device=hidden.device)
-    r_out = torch.empty(M, d, dtype=torch.float32, device=hidden.device)
+    if residual_out is None:
+        r_out = torch.empty(M, d, dtype=torch.float32, device=hidden.device)
+    else:
+        check_dtype(op, "residual_out", residual_out, (torch.float32,))
+        check_shape(op, "residual_out", residual_out, tuple(hidden.shape))
+        if not residual_out.is_contiguous():
+            raise ValueError(f"{op}: residual_out must be contiguous")
+        r_out = residual_out.view(M, d)
     block_d = next_pow2(d)
     if M <= 8:
         # Decode: a handful of rows, latency-bound. One row a program and enough

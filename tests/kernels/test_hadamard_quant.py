@@ -18,7 +18,8 @@ from ._helpers import assert_int8_match, scale_for, shapes  # noqa: E402
 # n = m * 2^k for every base m; the GPU list has the Mamba widths.
 WIDTHS = shapes(gpu=[384, 1280, 1536, 2048, 2560, 3584, 5120],
                 cpu=[64, 96, 80, 56, 384])
-ROWS = shapes(gpu=[(1,), (2, 7), (33,), (1, 2048)], cpu=[(1,), (2, 7), (33,)])
+# More than 64 rows take the tensor-core kernel (where 2^k >= 16): (70,), (2, 40), (1, 2048).
+ROWS = shapes(gpu=[(1,), (2, 7), (33,), (70,), (2, 40), (1, 2048)], cpu=[(1,), (2, 7), (33,), (70,), (2, 40)])
 
 
 @pytest.mark.parametrize("n", WIDTHS)
@@ -53,3 +54,50 @@ def test_hadamard_quant_mix_variants(n, mix, rows, device):
     out = torch.empty(5, n, dtype=torch.int8, device=device)
     hq._launch(y, scale, m, p, A, out, mix, rows=rows)
     assert_int8_match(out, hadamard_quant_ref(y, scale, R))
+
+
+# The tensor-core kernel's variants on 70 rows (a ragged last row tile). Widths: 384 = 12·32
+# (M_PAD 16), 1280 = 20·64 (M_PAD 32, as 5120 = 20·256), 64 (no mix), 512 = 2^9 (above
+# MAX_K 256: H_16 ⊗ H_32, the Sylvester factor joins the mix).
+MMA_CASES = [
+    (384, {}), (1280, {}), (64, {}),
+    (384, {"MIX_2D": False}), (1280, {"MIX_2D": False}),
+    (384, {"MIX": 0}), (384, {"MIX": 1}), (1280, {"MIX": 1, "MIX_2D": False}),
+    (384, {"TILE_ROWS": 16}),                          # one row a tile (2-D dots)
+    (1280, {"TILE_ROWS": 32, "MIX_2D": False}),        # one row a tile, 3-D path
+    (384, {"TILE_ROWS": 64, "COLS": 16, "ROW_BLOCKS": 3}),
+    (384, {"MAX_K": 16}),                              # 12·32 as 24·16: A ⊗ H_2, M_PAD 32
+    (512, {"MAX_K": 256}),                             # 2^9 as 16·32: H_16 ⊗ H_32
+]
+
+
+@pytest.mark.parametrize("n,cfg", MMA_CASES, ids=[f"{n}-{c}" for n, c in MMA_CASES])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_hadamard_quant_mma_variants(n, cfg, dtype, device):
+    """The many-row tensor-core kernel in every mix precision and layout, tile shape and
+    factorization gives the dense product (fp32 y goes through its tf32x3 slices)."""
+    hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
+    R = hadamard_matrix(n, device=device)
+    y = torch.randn(70, n, device=device).to(dtype)
+    y[:, 5] = 30.0
+    scale = scale_for(y.float() @ R.float())
+    out = torch.full((70, n), 99, dtype=torch.int8, device=device)
+    hq._launch_mma(y, scale, out, **cfg)
+    assert_int8_match(out, hadamard_quant_ref(y, scale, R))
+
+
+def test_hadamard_quant_dispatch(device, monkeypatch):
+    """Above _MMA_MIN_ROWS rows the tensor-core kernel runs, at or below it the decode
+    kernel; widths with 2^k < 16 always take the decode kernel."""
+    hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
+    calls = []
+    real = hq._launch_mma
+    monkeypatch.setattr(hq, "_launch_mma", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    s = torch.tensor(0.05, device=device)
+    for M, n, expect in [(hq._MMA_MIN_ROWS, 384, False), (hq._MMA_MIN_ROWS + 1, 384, True),
+                         (hq._MMA_MIN_ROWS + 1, 96, False)]:
+        calls.clear()
+        y = torch.randn(M, n, device=device)
+        out = hadamard_quant(y, s)
+        assert bool(calls) == expect, (M, n)
+        assert_int8_match(out, hadamard_quant_ref(y, s, hadamard_matrix(n, device=device)))

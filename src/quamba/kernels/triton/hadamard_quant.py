@@ -13,6 +13,12 @@ is exactly Sylvester's H_{2^k} in natural order. In Triton a stage is a
 reshape/split/join/permute of the register tile, no memory traffic. The m part
 accumulates m rank-1 updates, out[i, :] += A[j, i] * FWHT(Y[j, :]) (m·m·2^k
 multiply-adds a row: 20·20·256 for mamba-2.8b's d_inner 5120).
+
+That kernel serves decode (M <= 64 rows) and 2^k < 16. With more rows (prefill)
+its butterfly stages, each a shared-memory layout conversion, made it take 9% of
+HBM bandwidth; ``_hadamard_quant_mma_kernel`` puts both factors on tensor cores
+instead: F = Y @ B[:, block] is a GEMM against a ±1 block of B generated in
+registers from B[k, c] = (-1)^popcount(k & c), and the m-mix Aᵀ F a small dot.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, next_pow2, pdl_launch_options, pdl_wait, quantize_int8,
-                      scalar_scale)
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
+                      quantize_int8, scalar_scale)
 
 __all__ = ["hadamard_quant"]
 
@@ -95,6 +101,164 @@ def _hadamard_quant_kernel(
         tl.store(o_ptrs, q, mask=rm[:, None, None] & im[None, :, None])
 
 
+@triton.jit
+def _sylvester_signs(rows, cols):
+    """fp32 tile S[a, b] = (-1)^popcount(rows[a] & cols[b]): entries of Sylvester's
+    H in natural order, for indices below 2^16. Computed, not loaded: a few integer
+    ops an entry, once per program, against a GEMM that reuses the tile for every row."""
+    v = rows[:, None] & cols[None, :]
+    v = v ^ (v >> 8)                       # xor-folding keeps the parity: 16 bits -> 8 -> 4
+    v = v ^ (v >> 4)
+    odd = (tl.full(v.shape, 0x6996, tl.int32) >> (v & 15)) & 1   # 0x6996: bit i is parity(i)
+    return tl.where(odd == 0, 1.0, -1.0)
+
+
+@triton.jit
+def _dot_bf16(a, b, acc, EMULATE: tl.constexpr):
+    """a @ b (+ acc) for bf16 a, b, in fp32. EMULATE (the CPU interpreter, whose tl.dot
+    multiplies bf16 tensors as their raw uint16 bits as of Triton 3.9) widens both to
+    fp32 first: bf16 values are exact in fp32, so the product is the same."""
+    if EMULATE:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _pm1_dot(x, w, X_LEFT: tl.constexpr, MIX: tl.constexpr, EMULATE_BF16: tl.constexpr):
+    """x @ w (X_LEFT) or w @ x (2-D, or batched 3-D) for fp32 x and a ±1/0 matrix w, in fp32.
+    MIX 0: "ieee" (CUDA cores). MIX 1: "tf32x3" (tensor cores, ~2^-22 relative).
+    MIX 2: x split exactly into three bf16 parts (8 + 8 + 8 significant bits = fp32's
+    24), each multiplied by w (bf16, exact) on tensor cores: every product is exact
+    and the sums are fp32, so this is the fp32 product in another summation order,
+    on bf16 MMAs (twice the tf32 rate). Wants w in bf16."""
+    if MIX == 2:
+        hi = x.to(tl.bfloat16)
+        r = x - hi.to(tl.float32)          # exact: the rounding error of hi
+        mid = r.to(tl.bfloat16)
+        lo = (r - mid.to(tl.float32)).to(tl.bfloat16)   # at most 8 bits left: exact
+        if X_LEFT:
+            acc = _dot_bf16(hi, w, None, EMULATE_BF16)
+            acc = _dot_bf16(mid, w, acc, EMULATE_BF16)
+            acc = _dot_bf16(lo, w, acc, EMULATE_BF16)
+        else:
+            acc = _dot_bf16(w, hi, None, EMULATE_BF16)
+            acc = _dot_bf16(w, mid, acc, EMULATE_BF16)
+            acc = _dot_bf16(w, lo, acc, EMULATE_BF16)
+    else:
+        if X_LEFT:
+            acc = tl.dot(x, w, input_precision="ieee" if MIX == 0 else "tf32x3")
+        else:
+            acc = tl.dot(w, x, input_precision="ieee" if MIX == 0 else "tf32x3")
+    return acc
+
+
+@triton.jit
+def _hadamard_quant_mma_kernel(
+    y_ptr, at_ptr, out_ptr, scale_ptr,
+    M, norm,
+    stride_ym, stride_om,
+    M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr,
+    ROWS: tl.constexpr, COLS: tl.constexpr, ROW_BLOCKS: tl.constexpr,
+    MIX: tl.constexpr, MIX_2D: tl.constexpr, DOT_F32: tl.constexpr, KC: tl.constexpr,
+    EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
+):
+    """Many rows (prefill). A row is Y (M_FACTOR, K) row-major and the result is
+    vec(Aᵀ Y B) / √n with B = H_K (Sylvester) and A the ±1 (M_FACTOR, M_FACTOR)
+    factor (the host's m', see `_mma_factor`), stored transposed at `at_ptr`.
+
+    A program owns COLS output columns c0.. of the K axis and ROW_BLOCKS tiles of
+    ROWS rows. It builds B[:, c0:c0+COLS] once (in shared memory for all its tiles),
+    then per tile:
+      F = Y_tile (ROWS*M_PAD, K) @ B_block (K, COLS) on tensor cores; for fp16/bf16
+          y the operands are y's type (±1, so the products are exact; fp32 sums);
+          fp32 y uses tf32x3 (B exact in tf32, y to ~2^-22), KC-deep slices;
+      out_r = Aᵀ F_r for each row r (`_pm1_dot`, precision MIX): MIX_2D as one
+          transposed 2-D dot [F_1ᵀ; F_2ᵀ; ...] @ A, else as a batched 3-D dot;
+      × 1/√n, quantize, store.
+    The M_FACTOR chunks of a row are zero-padded to M_PAD tile rows (masked loads)
+    so the tiles are powers of two; A is zero-padded too, so padded rows stay
+    zero and are not stored. With M_FACTOR == 1 (n = K) there is no mix, M_PAD is 1.
+    Each y row is read K // COLS times (once per column block); the column block
+    is the fastest-varying part of the program id, so the programs sharing rows
+    run at the same time and all but the first read should come from L2."""
+    N_CB: tl.constexpr = K // COLS
+    TILE: tl.constexpr = ROWS * M_PAD
+    pid = tl.program_id(0)
+    pid_c = pid % N_CB
+    pid_r = pid // N_CB
+    c0 = pid_c * COLS
+    offs_k = tl.arange(0, K)
+    offs_c = tl.arange(0, COLS)
+    offs_t = tl.arange(0, TILE)
+    t_row = offs_t // M_PAD                # tile row t is chunk t % M_PAD of row t // M_PAD
+    t_chunk = offs_t % M_PAD
+    # Pure compute, so before the PDL wait: it overlaps the previous kernel's tail.
+    if not DOT_F32:
+        b = _sylvester_signs(offs_k, c0 + offs_c).to(y_ptr.dtype.element_ty)
+    pdl_wait(USE_PDL)
+    scale = tl.load(scale_ptr)
+    offs_i = tl.arange(0, M_PAD)
+    im = offs_i < M_FACTOR
+    if M_FACTOR > 1:
+        if MIX_2D:   # w[j, i] = A[j, i] = at[i, j]
+            w = tl.load(at_ptr + offs_i[None, :] * M_FACTOR + offs_i[:, None],
+                        mask=im[:, None] & im[None, :], other=0.0)
+        else:        # w[i, j] = at[i, j] = A[j, i]
+            w = tl.load(at_ptr + offs_i[:, None] * M_FACTOR + offs_i[None, :],
+                        mask=im[:, None] & im[None, :], other=0.0)
+        if MIX == 2:
+            w = w.to(tl.bfloat16)          # ±1 and 0: exact
+    for rb in range(ROW_BLOCKS):
+        row0 = (pid_r * ROW_BLOCKS + rb) * ROWS
+        t_rows = row0 + t_row
+        tm = (t_rows < M) & (t_chunk < M_FACTOR)
+        y_rows = y_ptr + t_rows[:, None] * stride_ym + (t_chunk * K)[:, None]
+        if DOT_F32:
+            # fp32 y (not the model's path): tf32x3 keeps split copies of both operands in
+            # registers, which spilled kilobytes at full depth K on sm_90; KC-deep slices,
+            # each with its slice of B rebuilt, do not.
+            f = tl.zeros((TILE, COLS), tl.float32)
+            for k0 in range(0, K, KC):
+                offs_kc = k0 + tl.arange(0, KC)
+                yc = tl.load(y_rows + offs_kc[None, :], mask=tm[:, None], other=0.0)
+                f = tl.dot(yc, _sylvester_signs(offs_kc, c0 + offs_c), f, input_precision="tf32x3")
+        else:
+            y = tl.load(y_rows + offs_k[None, :], mask=tm[:, None], other=0.0)
+            if y_ptr.dtype.element_ty == tl.bfloat16:
+                f = _dot_bf16(y, b, tl.zeros((TILE, COLS), tl.float32), EMULATE_BF16)
+            else:
+                f = tl.dot(y, b)
+        if M_FACTOR == 1:
+            q = quantize_int8(f * norm, scale)
+            tl.store(out_ptr + t_rows[:, None] * stride_om + (c0 + offs_c)[None, :], q, mask=tm[:, None])
+        elif MIX_2D:
+            # Transposed: out_rᵀ = F_rᵀ A. Rows (r, c), columns the chunks: one 2-D dot
+            # with M = ROWS * COLS for all rows of the tile (the batched 3-D dot below
+            # spreads its ROWS batches over the warps and repeats them when ROWS <
+            # num_warps, per the sm_90 SASS); the permute is a shared-memory pass.
+            g = tl.reshape(tl.permute(tl.reshape(f, (ROWS, M_PAD, COLS)), (0, 2, 1)), (ROWS * COLS, M_PAD))
+            q = quantize_int8(_pm1_dot(g, w, True, MIX, EMULATE_BF16) * norm, scale)
+            offs_u = tl.arange(0, ROWS * COLS)
+            u_rows = row0 + offs_u // COLS
+            o_ptrs = (out_ptr + u_rows[:, None] * stride_om + (c0 + offs_u % COLS)[:, None]
+                      + (offs_i * K)[None, :])
+            tl.store(o_ptrs, q, mask=(u_rows < M)[:, None] & im[None, :])
+        else:
+            if ROWS == 1:
+                acc = tl.reshape(_pm1_dot(tl.reshape(f, (M_PAD, COLS)), w, False, MIX, EMULATE_BF16),
+                                 (1, M_PAD, COLS))
+            else:
+                acc = _pm1_dot(tl.reshape(f, (ROWS, M_PAD, COLS)),
+                               tl.broadcast_to(w[None, :, :], (ROWS, M_PAD, M_PAD)), False, MIX, EMULATE_BF16)
+            q = quantize_int8(acc * norm, scale)
+            offs_r = row0 + tl.arange(0, ROWS)
+            o_ptrs = (out_ptr + offs_r[:, None, None] * stride_om
+                      + (offs_i[:, None] * K + c0 + offs_c[None, :])[None, :, :])
+            tl.store(o_ptrs, q, mask=(offs_r < M)[:, None, None] & im[None, :, None])
+
+
 _FACTORS: dict[tuple[int, torch.device], tuple[int, int, torch.Tensor]] = {}
 
 
@@ -130,6 +294,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     out = torch.empty(M, n, dtype=torch.int8, device=y.device)
     if M == 0:
         return out.reshape(*lead, n)
+    if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
+        return _launch_mma(y2, s, out).reshape(*lead, n)
     return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
 
 
@@ -158,5 +324,89 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
         y2.stride(0), out.stride(0),
         M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, MIX=mix,
         num_warps=num_warps, **pdl_launch_options(y2.device),
+    )
+    return out
+
+
+# Tensor-core kernel for many rows. Module-level so that benchmarks/hadamard_sweep.py can
+# override them; NOT yet measured on a GPU (the values are reasoned, see docs/kernels.md).
+# M > _MMA_MIN_ROWS takes it (decode keeps the kernel above).
+_MMA_MIN_ROWS = 64
+_MMA_CONFIG = {
+    "TILE_ROWS": 64,    # GEMM tile rows = ROWS * M_PAD: ROWS = 2 rows a tile for m = 20 (M_PAD 32)
+    "COLS": 64,         # output columns of the 2^k axis a program: y is read K // COLS times
+    "ROW_BLOCKS": 4,    # row tiles a program, sharing the B block built once
+    "MIX": 2,           # _pm1_dot: 0 ieee, 1 tf32x3, 2 bf16x3
+    "MIX_2D": True,     # the m-mix as one transposed 2-D dot (True) or a batched 3-D dot
+    "MAX_K": 256,       # 2^k above this: H_2^k = H_(2^k/MAX_K) ⊗ H_MAX_K, the first factor joins A
+    "num_warps": 4,
+    # One stage: the y tile is not double-buffered, which keeps shared memory at 64 KB
+    # (3 programs an SM; two stages take 120 KB, one program an SM), offline compile.
+    "num_stages": 1,
+    "F32_KC": 32,       # fp32 y only: depth of the GEMM slices (see the kernel)
+}
+# fp32 y (tests, not the model's path): tf32x3 needs more registers; a smaller tile keeps
+# the sm_90 compile free of spills.
+_MMA_CONFIG_F32 = {"TILE_ROWS": 32}
+
+_MMA_FACTORS: dict[tuple[int, torch.device, int], tuple[int, int, torch.Tensor]] = {}
+
+
+def _mma_factor(n: int, device: torch.device, max_k: int) -> tuple[int, int, torch.Tensor]:
+    """(m', K, Aᵀ) with n = m'·K and A' = A ⊗ H_(2^k / K) the ±1 (m', m') factor left
+    of H_K, as a contiguous fp32 transpose (kernel: at[i, j] = A'[j, i]). Sylvester's
+    H_(2^k) = H_(2^k/K) ⊗ H_K in natural order, so this is the same rotation.
+    K = min(2^k, max_k) bounds the GEMM's depth and the B block. A power of two
+    above max_k (m = 1) instead gets K = 2^k / 16 (at least 16, at most max_k), so
+    that A' = H_16 fills the 16 rows tl.dot needs with no padding: n = 2048 is
+    16 × 128, not 8 (padded to 16) × 256, a quarter of the GEMM's work."""
+    key = (n, device, max_k)
+    if key not in _MMA_FACTORS:
+        from quamba.quantization.hadamard import hadamard_factors, hadamard_matrix
+        m, p = hadamard_factors(n)
+        k = max(16, min(max_k, p // 16)) if m == 1 and p > max_k else min(p, max_k)
+        a = torch.ones(1, 1, dtype=torch.float64)
+        for order in (m, p // k):
+            if order > 1:
+                a = torch.kron(a, torch.round(hadamard_matrix(order) * math.sqrt(order)))
+        _MMA_FACTORS[key] = (a.shape[0], k, a.t().contiguous().to(device=device, dtype=torch.float32))
+    return _MMA_FACTORS[key]
+
+
+def _mma_plan(n: int, device: torch.device, cfg: dict) -> tuple[int, int, int, torch.Tensor] | None:
+    """(m', M_PAD, K, Aᵀ) for the tensor-core kernel, or None where it does not apply:
+    K < 16 (tl.dot's minimum) or m' above 64 (the tile would not fit)."""
+    try:
+        m, k, at = _mma_factor(n, device, cfg["MAX_K"])
+    except Exception:  # QuambaError: unsupported width, the caller already checked
+        return None
+    m_pad = 1 if m == 1 else max(16, next_pow2(m))
+    if k < 16 or m_pad > 64:
+        return None
+    return m, m_pad, k, at
+
+
+def _launch_mma(y2, s, out, **overrides):
+    """The tensor-core kernel over all rows of y2 (M, n) into out; `overrides` replace
+    entries of _MMA_CONFIG (the sweep and the tests use them)."""
+    cfg = {**_MMA_CONFIG, **(_MMA_CONFIG_F32 if y2.dtype == torch.float32 else {}), **overrides}
+    M, n = y2.shape
+    plan = _mma_plan(n, y2.device, cfg)
+    if plan is None:
+        raise ValueError(f"hadamard_quant: no tensor-core plan for n={n} with {cfg}")
+    m, m_pad, k, at = plan
+    rows = max(1, cfg["TILE_ROWS"] // m_pad)
+    cols = min(cfg["COLS"], k)
+    if rows * m_pad < 16 or cols < 16:
+        raise ValueError(f"hadamard_quant: tile {rows * m_pad}x{cols} is below tl.dot's 16")
+    grid = (triton.cdiv(M, rows * cfg["ROW_BLOCKS"]) * (k // cols),)
+    _hadamard_quant_mma_kernel[grid](
+        y2, at, out, s,
+        M, 1.0 / math.sqrt(n),
+        y2.stride(0), out.stride(0),
+        M_FACTOR=m, M_PAD=m_pad, K=k, ROWS=rows, COLS=cols, ROW_BLOCKS=cfg["ROW_BLOCKS"],
+        MIX=cfg["MIX"], MIX_2D=cfg["MIX_2D"], DOT_F32=y2.dtype == torch.float32, KC=min(cfg["F32_KC"], k),
+        EMULATE_BF16=interpret_mode(),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl_launch_options(y2.device),
     )
     return out

@@ -98,14 +98,6 @@ for M in args.batch:
     s = torch.tensor(0.01, device="cuda")
     m, p, A = had_mod._factor(d, ys[0].device)
     ref = had_mod.hadamard_quant(ys[0], s)
-    if m > 1 and p >= 16:   # the chunk-split decode kernel (one program per chunk, the last one mixes)
-        split_mod = importlib.import_module("quamba.kernels.triton.hadamard_quant_split")
-        outs = [torch.empty(M, d, dtype=torch.int8, device="cuda") for _ in ys]
-        split_mod.hadamard_quant_split(ys[0], s, m, p, A, outs[0])
-        diff = int((outs[0].int() - ref.int()).abs().max())
-        us = graph_us([lambda y=y, o=o: split_mod.hadamard_quant_split(y, s, m, p, A, o) for y, o in zip(ys, outs)])
-        results["hadamard"].append({"M": M, "kernel": "split", "us": us, "max_int8_diff": diff})
-        print(results["hadamard"][-1], flush=True)
     for mix, warps in itertools.product((0, 1, 2), (1, 2, 4, 8, 16)):
         outs = [torch.empty(M, d, dtype=torch.int8, device="cuda") for _ in ys]
         try:

@@ -18,7 +18,8 @@ from ._helpers import assert_int8_match, scale_for, shapes  # noqa: E402
 # n = m * 2^k for every base m; the GPU list has the Mamba widths.
 WIDTHS = shapes(gpu=[384, 1280, 1536, 2048, 2560, 3584, 5120],
                 cpu=[64, 96, 80, 56, 384])
-# More than 64 rows take the tensor-core kernel (where 2^k >= 16): (70,), (2, 40), (1, 2048).
+# More than _MMA_MIN_ROWS (256) rows take the tensor-core kernel (where 2^k >= 16): (1, 2048) on
+# the GPU; on the CPU the variant tests below call it directly on 70 rows.
 ROWS = shapes(gpu=[(1,), (2, 7), (33,), (70,), (2, 40), (1, 2048)], cpu=[(1,), (2, 7), (33,), (70,), (2, 40)])
 
 

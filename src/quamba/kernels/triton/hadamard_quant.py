@@ -329,16 +329,18 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
 
 
 # Tensor-core kernel for many rows. Module-level so that benchmarks/hadamard_sweep.py can
-# override them; NOT yet measured on a GPU (the values are reasoned, see docs/kernels.md).
-# M > _MMA_MIN_ROWS takes it (decode keeps the kernel above).
-_MMA_MIN_ROWS = 64
+# override them. Measured on an H100 (n = 5120, fp16, graph-timed,
+# docs/sweeps/hadamard_sweep_h100.json): with MAX_K 128, 52.9 µs at M = 2048 against
+# 114.0 µs for the butterfly kernel, 22.8 against 30.4 at M = 512; at M = 128 the
+# butterfly kernel is faster (7.8 against 18.5 µs). Hence M > 256 takes this one.
+_MMA_MIN_ROWS = 256
 _MMA_CONFIG = {
     "TILE_ROWS": 64,    # GEMM tile rows = ROWS * M_PAD: ROWS = 2 rows a tile for m = 20 (M_PAD 32)
     "COLS": 64,         # output columns of the 2^k axis a program: y is read K // COLS times
     "ROW_BLOCKS": 4,    # row tiles a program, sharing the B block built once
     "MIX": 2,           # _pm1_dot: 0 ieee, 1 tf32x3, 2 bf16x3
     "MIX_2D": True,     # the m-mix as one transposed 2-D dot (True) or a batched 3-D dot
-    "MAX_K": 256,       # 2^k above this: H_2^k = H_(2^k/MAX_K) ⊗ H_MAX_K, the first factor joins A
+    "MAX_K": 128,       # 2^k above this: H_2^k = H_(2^k/MAX_K) ⊗ H_MAX_K, the first factor joins A
     "num_warps": 4,
     # One stage: the y tile is not double-buffered, which keeps shared memory at 64 KB
     # (3 programs an SM; two stages take 120 KB, one program an SM), offline compile.

@@ -126,9 +126,6 @@ def _gemm_configs():
         (128, 64, 128, 4, 4),
         (256, 128, 128, 3, 8),
         (64, 64, 128, 4, 4),
-        # short K (dt_proj: K = dt_rank = 160 = 5 x 32): no masked-off half tile
-        (128, 128, 32, 4, 4),
-        (128, 256, 32, 3, 8),
     ]:
         cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
                                   num_stages=stages, num_warps=warps))

@@ -4,7 +4,7 @@ Twin of ``quamba.kernels.int8_linear_ref.int8_linear_ref``::
 
     out = (x_q @ w_q^T) * (x_scale * w_scale) + bias
 
-Two kernels, chosen by M (the number of tokens):
+Three kernels, chosen by M (the number of tokens) and the weight's shape:
 
 * prefill (M > 64): a tiled GEMM, (BLOCK_M, BLOCK_N) output tiles, K loop with
   software pipelining, grouped tile order for L2 reuse, autotuned per
@@ -17,14 +17,16 @@ Two kernels, chosen by M (the number of tokens):
   column block (a counter per block, reset after use) reduces them and runs the
   epilogue, so one launch does it all. int32 sums are exact, so the result does
   not depend on arrival order.
-
 * one token (M == 1) and N <= K (out_proj, x_proj): a CUDA-core dot product
-  per output row, a row or two per program, no tensor cores. Measured in a
-  CUDA graph on cold weights (benchmarks/gemv_rows_experiment.py, H100,
-  mamba-2.8b shapes), it beats the tensor-core kernel where the weight is
-  narrow: out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj
-  the tensor-core kernel stays ahead (11.7 vs 12.3 µs). Thousands of tiny
-  programs balance the SMs and keep HBM busy without a K split.
+  per output row, one row per program, no tensor cores. Measured in a CUDA
+  graph on cold weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b
+  shapes), it beats the tensor-core kernel where the weight is narrow:
+  out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj the
+  tensor-core kernel stays ahead (11.7 vs 12.3 µs). Thousands of tiny programs
+  balance the SMs and keep HBM busy without a K split. The whole weight row is
+  loaded before ``pdl_wait``, so under programmatic dependent launch it streams
+  while the kernel before still runs (QUAMBA_GEMV_ROWS picks other routings for
+  A/B runs: docs/benchmarks.md).
 
 ``int8_linear_quant`` is the same with the output requantized to int8
 (``quantize_ref(out, out_scale)``) in the epilogue.

@@ -208,13 +208,20 @@ def bench_scan():
             h0 = torch.randn(b, D_INNER, D_STATE, device=DEV)
             return lambda: selective_scan_int8(u, us, dt, dts, A, B, bs, C, cs, D, z, zs, dtb, h0)
 
-        variants = [(None, 8)] + ([(16, 4), (16, 16), (32, 8)] if L > 1 else [])
-        for bd, chunk in variants:
+        # The default (the chunked kernel for L > 1), then the serial kernel's block/chunk
+        # variants (these knobs only reach the serial kernel; benchmarks/scan_sweep.py
+        # sweeps the chunked one).
+        variants = [(None, 8, None)] + ([(None, 8, "serial"), (16, 4, "serial"), (16, 16, "serial"),
+                                         (32, 8, "serial")] if L > 1 else [])
+        for bd, chunk, impl in variants:
             scan_mod._BLOCK_D_OVERRIDE, scan_mod._CHUNK = bd, chunk
+            if impl is not None:
+                scan_mod._PREFILL_IMPL = impl
             t, te = timed(make, nbytes)
             record("scan", "selective_scan_int8", dict(b=b, L=L, d=D_INNER, n=D_STATE), t, nbytes,
                    eager_ms=te, block_d=bd or "auto", chunk=chunk if L > 1 else 1,
-                   default=bd is None, us_per_step=t * 1e3 / L)
+                   kernel=impl or "default", default=bd is None and impl is None, us_per_step=t * 1e3 / L)
+            scan_mod._PREFILL_IMPL = "chunked"
         scan_mod._BLOCK_D_OVERRIDE, scan_mod._CHUNK = None, 8
         nbytes16 = 2 * (4 * b * L * D_INNER + 2 * b * L * D_STATE) + 8 * b * D_INNER * D_STATE
 

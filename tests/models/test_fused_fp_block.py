@@ -165,6 +165,11 @@ def test_dispatch_conditions(monkeypatch, fused_calls):
     monkeypatch.setenv("QUAMBA_KERNELS", "triton")
     assert fused_path_applies(block, hidden, None)  # grad mode, but nothing requires grad
     assert not fused_path_applies(block, hidden.clone().requires_grad_(), None)  # the kernels have no backward
+    block.norm.weight.requires_grad_(True)        # any trainable weight of the block, not only in_proj's
+    try:
+        assert not fused_path_applies(block, hidden, None)
+    finally:
+        block.norm.weight.requires_grad_(False)
 
     # A mixer that is not exactly MambaMixer (the quantized one shares Block) keeps the reference.
     class OtherMixer(MambaMixer):

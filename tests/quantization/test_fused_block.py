@@ -64,3 +64,21 @@ def test_fused_model_prefill_and_decode(qmodel):
     qmodel.select_backend("reference")
     assert sqnr(ref, full.float()) > 25
     assert sqnr(full.float(), steps.float()) > 40
+
+
+def test_state_matrix_follows_a_log_writes():
+    """The mixer's cached A = -exp(A_log) is recomputed when A_log is written in place
+    (load_state_dict) or replaced, never served stale."""
+    from quamba.quantization.config import get_method
+    from quamba.quantization.qmixer import QMambaMixer
+    from quamba.models.config import MambaConfig
+
+    config = MambaConfig(d_model=16, n_layer=1, vocab_size=32)
+    mixer = QMambaMixer(config, get_method("quamba"), device="cpu")
+    mixer.ssm.A_log.data = torch.zeros_like(mixer.ssm.A_log)
+    assert torch.equal(mixer.A, -torch.ones_like(mixer.ssm.A_log))
+    with torch.no_grad():
+        mixer.ssm.A_log.fill_(1.0)                      # in place, as load_state_dict does
+    assert torch.allclose(mixer.A, -torch.full_like(mixer.ssm.A_log, 2.718281828))
+    mixer.ssm.A_log = torch.nn.Parameter(torch.full_like(mixer.ssm.A_log, 2.0), requires_grad=False)
+    assert torch.allclose(mixer.A, -torch.full_like(mixer.ssm.A_log, 7.389056))

@@ -56,8 +56,9 @@ def fused_path_applies(block: "Block", hidden: torch.Tensor, cache: "LayerCache 
         return False
     if cache is not None and (cache.ssm_state.dtype != torch.float32 or cache.conv_state.dtype not in _FLOATS):
         return False
-    # The kernels have no backward.
-    if torch.is_grad_enabled() and (hidden.requires_grad or mixer.in_proj.weight.requires_grad):
+    # The kernels have no backward: any trainable weight of the block (or a hidden state
+    # that needs a gradient) keeps the autograd-capable reference path.
+    if torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in block.parameters())):
         return False
     if hidden.is_cuda:
         return use_triton(hidden)

@@ -13,6 +13,7 @@ capturable (no host syncs, no allocations that outlive it but its outputs); give
 
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
 from collections import OrderedDict
@@ -31,6 +32,14 @@ def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
     if residual is not None and residual.dtype != torch.float32:
         return False
     return not torch.cuda.is_current_stream_capturing()
+
+
+def _weights_key(block) -> tuple:
+    """Where the block's weights live and how often they were written: a graph reads
+    them by address, so replaced (``.to()``) or rewritten (``load_state_dict``) weights
+    must not replay a graph captured before. Inference tensors have no version counter."""
+    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version)
+                 for t in itertools.chain(block.parameters(), block.buffers()))
 
 
 class PrefillGraphs:
@@ -90,7 +99,8 @@ class PrefillGraphs:
                 st.r[0].copy_(residual)
         dst = 1 - src
         gkey = (src, residual is None,
-                None if cache is None else (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()))
+                None if cache is None else (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()),
+                _weights_key(block))
         graphs = st.graphs.get(block)
         if graphs is None:
             graphs = st.graphs[block] = OrderedDict()

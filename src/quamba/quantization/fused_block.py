@@ -8,21 +8,22 @@ will do and each step is one launch:
     int8_linear_quant (in_proj)            -> int8 x, int8 z (per-column output scale: one launch)
     causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), conv state in place
     int8_linear_quant (x_proj)             -> int8 dt_low, B, C (per-column output scale)
-    selective_scan_int8                    -> dt_proj (int32, requantized to int8 dt as a separate
-                                              launch would), fp16 y (D skip, SiLU(z) gate fused),
-                                              fp32 state in place
+    selective_scan_int8                    -> dt_proj (int32, requantized to int8 dt), fp16 y (D skip,
+                                              SiLU(z) gate fused), fp32 state in place
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-Seven launches a layer and no state copies; decoding captures the whole model
-in a CUDA graph so a token costs one launch from the host. On Hopper each kernel
-is launched with programmatic dependent launch (``pdl_wait`` in the kernels), so
-a launch's ramp-up overlaps the tail of the kernel before it.
+Seven launches a layer for a batch-1 decode step, where dt_proj runs inside the
+scan; with more tokens the scan wrapper launches dt_proj first (faster there, see
+kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
+whole model in a CUDA graph so a token costs one launch from the host. On Hopper
+the decode kernels are launched with programmatic dependent launch (``pdl_wait``
+in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the
 second call with the same (batch, seqlen) each block replays a CUDA graph of
-itself (see ``_PrefillGraphs``). ``QUAMBA_PREFILL_GRAPHS=0`` turns that off.
+itself (see ``models/prefill_graphs.py``). ``QUAMBA_PREFILL_GRAPHS=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class FusedQBlock(Block):
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
-                                   mixer.in_proj.weight_scale, None, xz_scale)
+                                   mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
         xq, zq = xzq[..., :d], xzq[..., d:]
         # The conv and scan states are updated in place in the cache (no copies).
         uq, _ = tk.causal_conv1d_int8(
@@ -78,10 +79,11 @@ class FusedQBlock(Block):
         us = mixer.x_proj.input_scale
         # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
         dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
-        dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale)
+        dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale,
+                                    static_weight=True)
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
-        # dt_proj runs inside the scan: its int32 sums are exact and it requantizes dt
-        # exactly as int8_linear_quant would, so the result is the same, one launch fewer.
+        # dt_proj's inputs go to the scan, which computes it inside (batch-1 decode) or
+        # launches int8_linear_quant first: the int8 dt is the same either way.
         y, _ = tk.selective_scan_int8(
             uq, us, None, ssm.dt_scale, mixer.A, Bq, ssm.B_scale, Cq, ssm.C_scale, ssm.D, zq, ssm.z_scale,
             ssm.dt_bias, None if cache is None else cache.ssm_state,
@@ -93,7 +95,8 @@ class FusedQBlock(Block):
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)
         out = tk.int8_linear(yq, mixer.out_proj.weight, mixer.out_proj.input_scale, mixer.out_proj.weight_scale,
-                             mixer.out_proj.bias, out_dtype=out_dtype, out=None if out is None else out[0])
+                             mixer.out_proj.bias, out_dtype=out_dtype, out=None if out is None else out[0],
+                             static_weight=True)
         return out, residual
 
     def _scale_vector(self, name: str, parts) -> torch.Tensor:

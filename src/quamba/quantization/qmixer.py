@@ -102,7 +102,7 @@ class QMambaMixer(nn.Module):
         # The rotation is regenerated, never stored; one matrix serves every layer (see _rotation).
         self.hadamard_ssm_output = qconfig.hadamard_ssm_output
         self.fake_quant = False
-        self._A = None  # -exp(A_log), cached for the fused path (the weights never change)
+        self._A = None  # (key of A_log, -exp(A_log)): computed once per A_log value, not per call
         self.tap = None  # callable(name, tensor, dequantized) for per-tensor error reports
 
     # -- construction from a calibrated (and transformed) fp mixer -------------------------
@@ -142,9 +142,14 @@ class QMambaMixer(nn.Module):
 
     @property
     def A(self) -> torch.Tensor:
-        if self._A is None or self._A.device != self.ssm.A_log.device:
-            self._A = -torch.exp(self.ssm.A_log)
-        return self._A
+        a_log = self.ssm.A_log
+        # Recomputed when A_log is replaced or written in place (load_state_dict, .to()):
+        # its address or version counter moves. Inference tensors have no version counter
+        # (and cannot be written outside inference mode).
+        key = (a_log.data_ptr(), a_log.device, 0 if a_log.is_inference() else a_log._version)
+        if self._A is None or self._A[0] != key:
+            self._A = (key, -torch.exp(a_log))
+        return self._A[1]
 
     # -- the three primitives whose meaning depends on the mode -----------------------------
 

@@ -23,10 +23,10 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
   shapes), it beats the tensor-core kernel where the weight is narrow:
   out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj the
   tensor-core kernel stays ahead (11.7 vs 12.3 µs). Thousands of tiny programs
-  balance the SMs and keep HBM busy without a K split. The whole weight row is
-  loaded before ``pdl_wait``, so under programmatic dependent launch it streams
-  while the kernel before still runs (QUAMBA_GEMV_ROWS picks other routings for
-  A/B runs: docs/benchmarks.md).
+  balance the SMs and keep HBM busy without a K split. For a model's weights
+  (``static_weight=True``) the whole row is loaded before ``pdl_wait``, so under
+  programmatic dependent launch it streams while the kernel before still runs
+  (QUAMBA_GEMV_ROWS picks other routings for A/B runs: docs/benchmarks.md).
 
 ``int8_linear_quant`` is the same with the output requantized to int8
 (``quantize_ref(out, out_scale)``) in the epilogue.
@@ -203,22 +203,27 @@ def _int8_gemv_rows_kernel(
     stride_xk, stride_wn, stride_wk, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, USE_PDL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """One token: out[n] = sum_k x[k] * W[n, k] for BLOCK_N rows, on the CUDA cores.
 
-    SINGLE_PASS (BLOCK_K >= K): the program's whole weight slab is loaded *before*
-    ``pdl_wait``. Weights are never written by any kernel, so under programmatic
-    dependent launch the programs that fit on the GPU while the previous
-    (latency-bound) kernel still runs stream their weights during it."""
+    SINGLE_PASS (BLOCK_K >= K): the program's whole weight slab in one load. With
+    EARLY_WEIGHT (the caller promises the weight is static: no kernel writes it)
+    that load comes *before* ``pdl_wait``, so under programmatic dependent launch
+    the programs that fit on the GPU while the previous (latency-bound) kernel
+    still runs stream their weights during it."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     nm = offs_n < N
     if SINGLE_PASS:
         km = offs_k < K
+        if not EARLY_WEIGHT:
+            pdl_wait(USE_PDL)
         w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk,
                     mask=nm[:, None] & km[None, :], other=0)
-        pdl_wait(USE_PDL)
+        if EARLY_WEIGHT:
+            pdl_wait(USE_PDL)
         x = tl.load(x_ptr + offs_k * stride_xk, mask=km, other=0)
         total = tl.sum(w.to(tl.int32) * x.to(tl.int32)[None, :], axis=1)
     else:
@@ -246,6 +251,8 @@ def _rows_config(N: int, K: int) -> dict | None:
     the whole row in one pass), "all" (wide weights too), "loop" (narrow, two rows a
     program in 1024-wide slices: the first measured version), "off"."""
     mode = os.environ.get("QUAMBA_GEMV_ROWS", "narrow")
+    if mode not in ("narrow", "all", "loop", "off"):
+        raise ValueError(f"QUAMBA_GEMV_ROWS={mode!r}: use narrow, all, loop or off")
     if mode == "off" or (N > K and mode != "all"):
         return None
     if mode == "loop":
@@ -312,8 +319,8 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None):
-    check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale)
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False):
+    check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
     if w_q.dim() != 2:
@@ -381,7 +388,8 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
         _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
             *args_ptr, N, K, x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(1),
-            **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, num_warps=rows_cfg["num_warps"],
+            **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight,
+            num_warps=rows_cfg["num_warps"],
             **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
@@ -421,14 +429,17 @@ def int8_linear(
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float16,
     out: torch.Tensor | None = None,
+    static_weight: bool = False,
 ) -> torch.Tensor:
     """x_q: (..., K) int8; w_q: (N, K) int8; x_scale: fp32, one element or (..., 1)
     per token; w_scale: fp32, one element or (N,); bias: (N,) or None.
     Returns (x_q @ w_q^T) * x_scale * w_scale + bias as (..., N) in out_dtype
-    (written to ``out`` when given: contiguous, out_dtype, (..., N))."""
+    (written to ``out`` when given: contiguous, out_dtype, (..., N)).
+    static_weight: a promise that no kernel writes w_q (a model's weight), which
+    lets a one-token launch read it before the previous kernel has finished."""
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"int8_linear: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
-    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear", out)
+    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear", out, static_weight)
 
 
 def int8_linear_quant(
@@ -438,9 +449,11 @@ def int8_linear_quant(
     w_scale: torch.Tensor,
     bias: torch.Tensor | None,
     out_scale: torch.Tensor,
+    static_weight: bool = False,
 ) -> torch.Tensor:
     """As ``int8_linear``, then requantized in the epilogue:
     quantize_ref(out_fp32, out_scale) -> (..., N) int8. out_scale: per-tensor, or
     (N,) per output column (one launch for several projections that share an
     input but have different output scales, e.g. in_proj's x and z halves)."""
-    return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant")
+    return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant",
+                   static_weight=static_weight)

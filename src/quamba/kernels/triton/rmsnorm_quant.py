@@ -62,7 +62,7 @@ def rmsnorm_quant(
     and residual_out (..., d) fp32 = hidden + residual (written to ``residual_out``
     when given: a contiguous fp32 tensor of hidden's shape, not aliasing the inputs)."""
     op = "rmsnorm_quant"
-    check_device(op, hidden, residual, weight, scale)
+    check_device(op, hidden, residual, weight, scale, residual_out)
     _check(op, hidden, residual, weight)
     return _launch(op, hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale), residual_out)
 
@@ -81,7 +81,7 @@ def add_rmsnorm(
     and cast to out_dtype, and residual_out (..., d) fp32 = hidden + residual (into
     ``residual_out`` when given, as in ``rmsnorm_quant``)."""
     op = "add_rmsnorm"
-    check_device(op, hidden, residual, weight)
+    check_device(op, hidden, residual, weight, residual_out)
     _check(op, hidden, residual, weight)
     out_dtype = hidden.dtype if out_dtype is None else out_dtype
     if out_dtype not in _FLOATS:

@@ -133,8 +133,11 @@ def compiled_stats() -> list[dict]:
 
 
 def set_mode(impl: str, config=None, dt_proj: str = "fused") -> None:
+    """dt_proj "fused" computes dt inside the scan for every shape (decode batches included),
+    "launch" runs it first; the library's own routing picks per shape (see selective_scan.py)."""
     scan_mod._PREFILL_IMPL = impl
     scan_mod._PREFILL_DT_PROJ = dt_proj
+    scan_mod._FUSED_DT_MAX_DECODE_ROWS = 1 << 30 if dt_proj == "fused" else 0
     if config is not None:
         scan_mod._CHUNKED_CONFIG = tuple(config)
 

@@ -58,8 +58,9 @@ def test_hadamard_quant_mix_variants(n, mix, rows, device):
 
 
 # The tensor-core kernel's variants on 70 rows (a ragged last row tile). Widths: 384 = 12·32
-# (M_PAD 16), 1280 = 20·64 (M_PAD 32, as 5120 = 20·256), 64 (no mix), 512 = 2^9 (above
-# MAX_K 256: H_16 ⊗ H_32, the Sylvester factor joins the mix).
+# (M_PAD 16), 1280 = 20·64 (M_PAD 32), 64 (no mix), 512 = 2^9 (with MAX_K 256: H_16 ⊗ H_32,
+# the Sylvester factor joins the mix), 640 = 20·32 with MAX_K 16: the layout mamba-2.8b's
+# 5120 = 20·256 takes with the default MAX_K 128 (a 40-row mix padded to 64, one row a tile).
 MMA_CASES = [
     (384, {}), (1280, {}), (64, {}),
     (384, {"MIX_2D": False}), (1280, {"MIX_2D": False}),
@@ -69,6 +70,7 @@ MMA_CASES = [
     (384, {"TILE_ROWS": 64, "COLS": 16, "ROW_BLOCKS": 3}),
     (384, {"MAX_K": 16}),                              # 12·32 as 24·16: A ⊗ H_2, M_PAD 32
     (512, {"MAX_K": 256}),                             # 2^9 as 16·32: H_16 ⊗ H_32
+    (640, {"MAX_K": 16}),                              # 20·32 as 40·16: M_PAD 64, as 2.8b runs
 ]
 
 

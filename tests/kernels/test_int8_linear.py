@@ -104,18 +104,27 @@ def test_int8_linear_quant_per_column_out_scale(M, N, K, device):
 
 
 @pytest.mark.parametrize("mode", ["narrow", "loop", "all", "off"])
-@pytest.mark.parametrize("N,K", [(40, 200), (96, 80)])
+@pytest.mark.parametrize("N,K", [(40, 200), (96, 80), (37, 3000)])
 def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
     """Every QUAMBA_GEMV_ROWS routing of a one-token product (single-pass rows, looped
-    rows, tensor cores) gives the reference result, plain and requantized."""
+    rows when K is longer than a slice, tensor cores) gives the reference result, plain
+    and requantized."""
     monkeypatch.setenv("QUAMBA_GEMV_ROWS", mode)
     x_q, w_q, xs, ws = _inputs(1, N, K, device, False, True)
+    static = mode == "narrow"   # also the path that reads the weight before pdl_wait
     bias = torch.randn(N, device=device)
     ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
-    torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32), ref,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32, static_weight=static),
+                               ref, rtol=1e-5, atol=1e-5)
     s = scale_for(ref)
     assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
+
+
+def test_unknown_gemv_routing_is_refused(device, monkeypatch):
+    monkeypatch.setenv("QUAMBA_GEMV_ROWS", "narow")
+    x_q, w_q, xs, ws = _inputs(1, 40, 200, device, False, False)
+    with pytest.raises(ValueError, match="QUAMBA_GEMV_ROWS"):
+        int8_linear(x_q, w_q, xs, ws)
 
 
 @pytest.mark.parametrize("M,N,K", [SHAPES[0], SHAPES[-1]])

@@ -14,7 +14,7 @@ reshape/split/join/permute of the register tile, no memory traffic. The m part
 accumulates m rank-1 updates, out[i, :] += A[j, i] * FWHT(Y[j, :]) (m·m·2^k
 multiply-adds a row: 20·20·256 for mamba-2.8b's d_inner 5120).
 
-That kernel serves decode (M <= 64 rows) and 2^k < 16. With more rows (prefill)
+That kernel serves up to 256 rows (decode) and 2^k < 16. With more rows (prefill)
 its butterfly stages, each a shared-memory layout conversion, made it take 9% of
 HBM bandwidth; ``_hadamard_quant_mma_kernel`` puts both factors on tensor cores
 instead: F = Y @ B[:, block] is a GEMM against a ±1 block of B generated in
@@ -335,14 +335,14 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
 # butterfly kernel is faster (7.8 against 18.5 µs). Hence M > 256 takes this one.
 _MMA_MIN_ROWS = 256
 _MMA_CONFIG = {
-    "TILE_ROWS": 64,    # GEMM tile rows = ROWS * M_PAD: ROWS = 2 rows a tile for m = 20 (M_PAD 32)
+    "TILE_ROWS": 64,    # GEMM tile rows = ROWS * M_PAD (2.8b with MAX_K 128: m' = 40, M_PAD 64, one row a tile)
     "COLS": 64,         # output columns of the 2^k axis a program: y is read K // COLS times
     "ROW_BLOCKS": 4,    # row tiles a program, sharing the B block built once
     "MIX": 2,           # _pm1_dot: 0 ieee, 1 tf32x3, 2 bf16x3
     "MIX_2D": True,     # the m-mix as one transposed 2-D dot (True) or a batched 3-D dot
     "MAX_K": 128,       # 2^k above this: H_2^k = H_(2^k/MAX_K) ⊗ H_MAX_K, the first factor joins A
     "num_warps": 4,
-    # One stage: the y tile is not double-buffered, which keeps shared memory at 64 KB
+    # One stage: the y tile is not double-buffered, which keeps shared memory small
     # (3 programs an SM; two stages take 120 KB, one program an SM), offline compile.
     "num_stages": 1,
     "F32_KC": 32,       # fp32 y only: depth of the GEMM slices (see the kernel)

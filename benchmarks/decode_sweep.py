@@ -12,9 +12,10 @@ import argparse
 import importlib
 import itertools
 import json
-import statistics
 
 import torch
+
+from _timing import graph_us
 
 from quamba.eval import bench as B
 
@@ -28,28 +29,6 @@ parser.add_argument("--json", required=True)
 parser.add_argument("--quick", action="store_true", help="a few configs only")
 parser.add_argument("--skip-gemv", action="store_true", help="only the Hadamard part")
 args = parser.parse_args()
-
-
-def graph_us(calls, reps: int = 7) -> float:
-    """Median GPU µs per call of a graph replaying ``calls`` (a list of thunks)."""
-    for c in calls[:2]:
-        c()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for c in calls:
-            c()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e3 / len(calls))
-    return statistics.median(times)
 
 
 config = B.shape_config(args.shape)

@@ -10,11 +10,12 @@ import importlib
 import itertools
 import json
 import os
-import statistics
 
 import torch
 import triton
 import triton.language as tl
+
+from _timing import graph_us
 
 from quamba.eval import bench as B
 
@@ -42,27 +43,6 @@ def gemv_rows(x, w, bn, bk, warps, stages):
     _gemv_rows_kernel[(triton.cdiv(N, bn),)](x, w, out, 1.0, N, K, BLOCK_N=bn, BLOCK_K=bk,
                                             num_warps=warps, num_stages=stages)
     return out
-
-
-def graph_us(calls, reps: int = 7) -> float:
-    for c in calls[:2]:
-        c()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for c in calls:
-            c()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e3 / len(calls))
-    return statistics.median(times)
 
 
 parser = argparse.ArgumentParser()

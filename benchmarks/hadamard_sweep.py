@@ -30,11 +30,10 @@ import importlib
 import itertools
 import json
 import platform
-import statistics
-import time
 
 import torch
 import triton
+from _timing import graph_us
 
 hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
 
@@ -64,34 +63,6 @@ def grid_configs(quick: bool) -> list[dict]:
             seen.add(key)
             out.append(cfg)
     return out
-
-
-def graph_us(calls) -> float:
-    """Median GPU µs per call of a CUDA graph replaying ``calls`` (a list of thunks)."""
-    if not torch.cuda.is_available():      # --device cpu (interpreter): one pass, wall time
-        t0 = time.perf_counter()
-        for c in calls:
-            c()
-        return (time.perf_counter() - t0) * 1e6 / len(calls)
-    for c in calls[:2]:
-        c()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for c in calls:
-            c()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(REPS):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e3 / len(calls))
-    del g
-    return statistics.median(times)
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -145,7 +116,7 @@ def main():
             bytes_moved = M * n * 3                 # fp16 in, int8 out
             ref = torch.empty(M, n, dtype=torch.int8, device=dev)
             hq._launch(ys[0], s, m, p, A, ref, hq._DEFAULT_MIX)
-            us = graph_us([lambda y=y, o=o: hq._launch(y, s, m, p, A, o, hq._DEFAULT_MIX)
+            us = graph_us(reps=REPS, calls=[lambda y=y, o=o: hq._launch(y, s, m, p, A, o, hq._DEFAULT_MIX)
                            for y, o in zip(ys, outs)])
             base = dict(n=n, M=M, kernel="fwht", us=us, GBps=bytes_moved / us / 1e3)
             result["rows"].append(base)
@@ -162,7 +133,7 @@ def main():
                     hq._launch_mma(ys[0], s, out, **cfg)
                     row.update(compare(out, ref))
                     row["compiled"] = kernel_stats(hq._hadamard_quant_mma_kernel, seen_kernels)
-                    row["us"] = graph_us([lambda y=y, o=o: hq._launch_mma(y, s, o, **cfg)
+                    row["us"] = graph_us(reps=REPS, calls=[lambda y=y, o=o: hq._launch_mma(y, s, o, **cfg)
                                           for y, o in zip(ys, outs)])
                     row["GBps"] = bytes_moved / row["us"] / 1e3
                     row["speedup"] = us / row["us"]

@@ -9,10 +9,11 @@ Each point is the median over replays of a CUDA graph of 8 back-to-back calls
 
 import argparse
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
+
+from _timing import graph_us
 
 from quamba.eval import bench as B
 from quamba.kernels.triton import int8_linear, int8_linear_quant
@@ -22,24 +23,6 @@ parser.add_argument("--shape", default="2.8b")
 parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048, 4096])
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
-
-
-def graph_ms(fn, calls: int = 8, reps: int = 7) -> float:
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / calls)
-    return statistics.median(times)
 
 
 config = B.shape_config(args.shape)
@@ -57,7 +40,9 @@ for M in args.tokens:
         out_scale = torch.full((N,), 50.0, device="cuda")
         i8 = (lambda: int8_linear_quant(x8, w8, one, one, None, out_scale)) if quant else \
             (lambda: int8_linear(x8, w8, one, one))
-        ms8, ms16 = graph_ms(i8), graph_ms(lambda: F.linear(xh, wh))
+        # 8 back-to-back calls a graph
+        ms8 = graph_us([i8] * 8) / 1e3
+        ms16 = graph_us([lambda: F.linear(xh, wh)] * 8) / 1e3
         ops = 2 * M * N * K
         rows.append({"name": name, "M": M, "N": N, "K": K, "int8_ms": ms8, "fp16_ms": ms16,
                      "int8_TOPS": ops / ms8 / 1e9, "fp16_TFLOPS": ops / ms16 / 1e9, "int8_over_fp16": ms8 / ms16})

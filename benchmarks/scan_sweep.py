@@ -23,11 +23,13 @@ import argparse
 import importlib
 import json
 import platform
-import statistics
 
 import torch
 import triton
 
+from _timing import graph_us
+
+from quamba.eval.bench import median_ms
 from quamba.kernels.triton import int8_linear_quant, selective_scan_int8
 
 scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
@@ -71,40 +73,8 @@ def make_inputs(batch: int, seqlen: int) -> tuple[dict, dict]:
     return args, proj
 
 
-def event_ms(fn, reps: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def graph_us(fn, calls: int = 64, reps: int = 7) -> float:
-    """GPU µs per call of a CUDA graph of ``calls`` back-to-back calls (median of reps replays)."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times)
+def _event_ms(fn, reps: int) -> float:
+    return median_ms(fn, 3, reps)   # eager: 3 warm-up calls, median of reps
 
 
 def rel_err(a, b) -> float:
@@ -172,13 +142,13 @@ def main():
             fused_args = {**args, "dt_q": None, **proj}
             set_mode("serial")
             y_ref, h_ref = selective_scan_int8(**args)
-            ms = event_ms(lambda: selective_scan_int8(**args), opts.reps)
+            ms = _event_ms(lambda: selective_scan_int8(**args), opts.reps)
             record(what="serial", batch=batch, seqlen=seqlen, config=None, ms=ms)
-            ms = event_ms(lambda: selective_scan_int8(**fused_args), opts.reps)
+            ms = _event_ms(lambda: selective_scan_int8(**fused_args), opts.reps)
             record(what="serial+fused_dt", batch=batch, seqlen=seqlen, config=None, ms=ms)
             dtq = int8_linear_quant(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"], proj["dt_w_scale"],
                                     None, args["dt_scale"])
-            ms = event_ms(lambda: int8_linear_quant(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"],
+            ms = _event_ms(lambda: int8_linear_quant(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"],
                                                     proj["dt_w_scale"], None, args["dt_scale"]), opts.reps)
             record(what="dt_proj alone", batch=batch, seqlen=seqlen, config=None, ms=ms)
             for cfg in configs:
@@ -188,21 +158,21 @@ def main():
                 try:
                     y, h = selective_scan_int8(**args)
                     err = dict(y_rel_err_vs_serial=rel_err(y, y_ref), h_rel_err_vs_serial=rel_err(h, h_ref))
-                    ms = event_ms(lambda: selective_scan_int8(**args), opts.reps)
+                    ms = _event_ms(lambda: selective_scan_int8(**args), opts.reps)
                     record(what="chunked", batch=batch, seqlen=seqlen, config=cfg, ms=ms,
                            note=f"{note} y err {err['y_rel_err_vs_serial']:.1e} h err {err['h_rel_err_vs_serial']:.1e}",
                            **err)
                     yf, hf = selective_scan_int8(**fused_args)
                     yl, hl = selective_scan_int8(dt_q=dtq, **{k: v for k, v in args.items() if k != "dt_q"})
                     exact = bool(torch.equal(yf, yl) and torch.equal(hf, hl))
-                    ms = event_ms(lambda: selective_scan_int8(**fused_args), opts.reps)
+                    ms = _event_ms(lambda: selective_scan_int8(**fused_args), opts.reps)
                     record(what="chunked+fused_dt", batch=batch, seqlen=seqlen, config=cfg, ms=ms,
                            fused_equals_two_launches=exact, note="" if exact else "FUSED != TWO LAUNCHES")
                 except Exception as exc:  # a config that does not compile is a result too
                     record(what="chunked", batch=batch, seqlen=seqlen, config=cfg, ms=float("nan"),
                            note=f"FAILED: {exc!r}"[:300])
             set_mode("chunked", default["config"], "launch")
-            ms = event_ms(lambda: selective_scan_int8(**fused_args), opts.reps)
+            ms = _event_ms(lambda: selective_scan_int8(**fused_args), opts.reps)
             record(what="chunked+dt_proj launch", batch=batch, seqlen=seqlen, config=default["config"], ms=ms)
             del args, proj, fused_args
 
@@ -212,7 +182,7 @@ def main():
             args["initial_state"] = state = torch.randn(batch, DIM, DSTATE, device="cuda")
             fused_args = {**args, "dt_q": None, **proj, "state_out": state}
             set_mode(default["impl"], default["config"])
-            us = graph_us(lambda: selective_scan_int8(**fused_args))
+            us = graph_us([lambda: selective_scan_int8(**fused_args)] * 64)
             record(what="decode fused_dt", batch=batch, seqlen=1, config=None, ms=us / 1e3, note=f"{us:.2f} us")
             set_mode(default["impl"], default["config"], "launch")
 
@@ -220,7 +190,7 @@ def main():
                 dtq = int8_linear_quant(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"], proj["dt_w_scale"],
                                         None, args["dt_scale"])
                 selective_scan_int8(**{**args, "dt_q": dtq}, state_out=state)
-            us = graph_us(two_launches)
+            us = graph_us([two_launches] * 64)
             record(what="decode dt_proj+scan", batch=batch, seqlen=1, config=None, ms=us / 1e3, note=f"{us:.2f} us")
 
     set_mode(default["impl"], default["config"], default["dt_proj"])

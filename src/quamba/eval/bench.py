@@ -96,7 +96,7 @@ def random_w8a8_model(config: MambaConfig, device="cuda", dtype=torch.float16, m
     return model.eval()
 
 
-def _median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
+def median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -134,7 +134,7 @@ def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], ba
     vocab = model.config.vocab_size
     for length in prompt_lens:
         ids = torch.randint(0, vocab, (1, length), device="cuda")
-        ms = _median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
+        ms = median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
         rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms,
                      "tokens_per_s": length / ms * 1e3, "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
@@ -142,7 +142,7 @@ def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], ba
     for batch in batches:
         decoder = GraphedDecoder(model, batch)
         ids = torch.randint(0, vocab, (batch,), device="cuda")
-        ms = _median_ms(lambda: decoder.step(ids), 5, reps * 5)
+        ms = median_ms(lambda: decoder.step(ids), 5, reps * 5)
         rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3,
                      "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
@@ -171,7 +171,7 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
     rows = [{"kind": "memory", "weight_bytes": _weight_bytes(model)}]
     for length in prompt_lens:
         ids = torch.randint(0, config.vocab_size, (1, length), device="cuda")
-        ms = _median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
+        ms = median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
         rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3,
                      "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
         if on_row:
@@ -182,8 +182,8 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
 
         def run(n):
             return lambda: model.generate(ids, max_length=16 + n, cg=True, enable_timing=False)
-        long_ms = _median_ms(run(gen), 2, max(3, reps // 4))
-        short_ms = _median_ms(run(1), 2, max(3, reps // 4))
+        long_ms = median_ms(run(gen), 2, max(3, reps // 4))
+        short_ms = median_ms(run(1), 2, max(3, reps // 4))
         ms = (long_ms - short_ms) / (gen - 1)
         rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3,
                      "peak_bytes_so_far": torch.cuda.max_memory_allocated()})

@@ -35,5 +35,5 @@ for shape, kind, batch, plen in settings:
         if m != methods[-1]:
             x = rat.get((shape, kind, batch, plen, m))
             ratio_cells.append("" if x is None else f"{x:.2f}x")
-    label = {"prefill": f"prefill {plen}", "decode": f"decode b={batch}", "memory": "peak memory"}[kind]
+    label = {"prefill": f"prefill {plen}", "decode": f"decode b={batch}", "memory": "peak memory" + ("" if batch is None else f" to b={batch}")}[kind]
     print(f"| {shape} | {label} | " + " | ".join(cells) + " | " + " | ".join(ratio_cells) + " |")

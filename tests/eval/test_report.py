@@ -32,8 +32,8 @@ def inputs(tmp_path):
         "quamba.json": _eval("quamba", 0.39, 0.49, 33),
         # quamba bench's long form: rows tagged by kind
         "bench.json": {"rows": [
-            {"shape": "130m", "method": m, "kind": "memory", "weight_bytes": w, "peak_bytes": w + 40 * MIB}
-            for m, w in (("fp16", 260 * MIB), ("w8a8", 140 * MIB))] + [
+            {"shape": "130m", "method": m, "kind": "memory", "batch": b, "weight_bytes": w, "peak_bytes": w + 40 * b * MIB}
+            for m, w in (("fp16", 260 * MIB), ("w8a8", 140 * MIB)) for b in (8, 1)] + [
             {"shape": "130m", "method": m, "kind": "decode", "batch": b, "ms_per_token": t * b}
             for m, t in (("fp16", 0.9), ("w8a8", 0.6)) for b in (1, 8)] + [
             {"shape": "130m", "method": m, "kind": "prefill", "batch": 1, "prompt_len": n, "ms": t * n / 1024}
@@ -59,7 +59,7 @@ def test_read_bench_folds_the_long_form(inputs):
     rows = {r["method"]: r for r in read_bench(inputs / "bench.json")}
     assert rows["w8a8"]["decode_ms_per_token"] == pytest.approx(0.6)     # batch 1
     assert rows["w8a8"]["prefill_ms"] == pytest.approx(7.0 * 2)          # the longest prompt
-    assert rows["fp16"]["peak_mem_bytes"] == 300 * MIB and rows["w8a8"]["model"] == "130m"
+    assert rows["fp16"]["peak_mem_bytes"] == 300 * MIB and rows["w8a8"]["model"] == "130m"   # batch 1's peak
 
 
 def test_report_writes_markdown_and_plots(inputs, tmp_path):

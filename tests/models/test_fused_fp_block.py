@@ -224,6 +224,30 @@ def test_prefill_graphs_after_a_freed_model(fused_calls):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_a_freed_model_leaves_no_prefill_memory_behind(fused_calls):
+    """The prefill graphs' shared buffers and pool go with the last block that used them
+    (they used to stay allocated after the model was freed, inflating the next
+    model's peak memory in `quamba bench`)."""
+    import gc
+
+    from quamba.models.prefill_graphs import PrefillGraphs
+
+    gc.collect()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    model = _tiny("fp16")
+    with torch.inference_mode():
+        for _ in range(3):
+            model(_ids(1, 65))
+    assert fused_calls and PrefillGraphs._shapes
+    del model
+    gc.collect()
+    torch.cuda.synchronize()
+    assert not PrefillGraphs._shapes
+    assert torch.cuda.memory_allocated() == before
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
 def test_prefill_graph_replays_new_prompts(monkeypatch, fused_calls):
     """A captured prefill graph replayed on other prompts of the same shape gives what the
     eager kernels give on them (the graph reads its inputs, it did not bake them in)."""

@@ -7,8 +7,9 @@ warmed-up work, the median of repeats:
 - prefill: one forward over (batch, prompt_len) tokens, logits of the last position
   (what generation needs), i.e. time to first token;
 - decode: one replay of the CUDA-graphed single-token step, per token;
-- memory: peak allocated bytes while the model is built, prefills the longest
-  prompt and decodes (weights + state + activations), and the weight bytes.
+- memory: after each decode batch size, the peak allocated bytes since the model
+  was built (weights + states + activations of every prefill and of decoding up to
+  that batch; the batch-1 row is the batch-1 workload's peak), and the weight bytes.
 
 When ``mamba_ssm`` is importable, its fp16 ``MambaLMHeadModel`` is timed in the same
 run on the same shapes (prefill with ``num_last_tokens=1``; decode from its own
@@ -120,38 +121,58 @@ def _weight_bytes(model) -> int:
     return total
 
 
+def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps: int,
+             decode_ms: Callable[[int], float], on_row: Callable[[dict], None] | None) -> list[dict]:
+    """Prefill rows (batch 1, each prompt length), decode rows (``decode_ms(batch)``), and
+    after each decode batch a memory row: the peak allocated since the model was built
+    (peak memory statistics reset just before), i.e. weights, states and activations of
+    every prefill and of decoding up to that batch."""
+    weight_bytes = _weight_bytes(model)
+    rows = []
+
+    def emit(row):
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for length in prompt_lens:
+        ids = torch.randint(0, vocab, (1, length), device="cuda")
+        ms = median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
+        emit({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3})
+    for batch in batches:
+        ms = decode_ms(batch)
+        emit({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
+        emit({"kind": "memory", "batch": batch, "weight_bytes": weight_bytes,
+              "peak_bytes": torch.cuda.max_memory_allocated()})
+    if not batches:
+        emit({"kind": "memory", "batch": None, "weight_bytes": weight_bytes,
+              "peak_bytes": torch.cuda.max_memory_allocated()})
+    return rows
+
+
+def _fresh_peak() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
 @torch.inference_mode()
 def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], batches: list[int],
                 reps: int = 20, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Rows of {kind: prefill|decode|memory, ...} for one model built by ``build``."""
     from quamba.models.cuda_graph import GraphedDecoder
 
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    _fresh_peak()
     model = build()
-    rows = [{"kind": "memory", "weight_bytes": _weight_bytes(model)}]
-    vocab = model.config.vocab_size
-    for length in prompt_lens:
-        ids = torch.randint(0, vocab, (1, length), device="cuda")
-        ms = median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
-        rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms,
-                     "tokens_per_s": length / ms * 1e3, "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
-        if on_row:
-            on_row(rows[-1])
-    for batch in batches:
+
+    def decode_ms(batch):
         decoder = GraphedDecoder(model, batch)
-        ids = torch.randint(0, vocab, (batch,), device="cuda")
-        ms = median_ms(lambda: decoder.step(ids), 5, reps * 5)
-        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3,
-                     "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
-        if on_row:
-            on_row(rows[-1])
-        del decoder
-    rows[0]["peak_bytes"] = torch.cuda.max_memory_allocated()
+        ids = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
+        return median_ms(lambda: decoder.step(ids), 5, reps * 5)
+
+    rows = _measure(model, model.config.vocab_size, prompt_lens, batches, reps, decode_ms, on_row)
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    _fresh_peak()
     return rows
 
 
@@ -162,21 +183,12 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
     from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    _fresh_peak()
     torch.manual_seed(0)
     model = MambaLMHeadModel(SsmConfig(d_model=config.d_model, n_layer=config.n_layer, vocab_size=config.vocab_size,
                                        pad_vocab_size_multiple=8), device="cuda", dtype=torch.float16).eval()
-    rows = [{"kind": "memory", "weight_bytes": _weight_bytes(model)}]
-    for length in prompt_lens:
-        ids = torch.randint(0, config.vocab_size, (1, length), device="cuda")
-        ms = median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
-        rows.append({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3,
-                     "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
-        if on_row:
-            on_row(rows[-1])
-    for batch in batches:
+
+    def decode_ms(batch):
         # per-token time = (generate N+gen) - (generate N+1), over gen-1 tokens, CUDA graphs on
         ids = torch.randint(0, config.vocab_size, (batch, 16), device="cuda")
 
@@ -184,15 +196,11 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
             return lambda: model.generate(ids, max_length=16 + n, cg=True, enable_timing=False)
         long_ms = median_ms(run(gen), 2, max(3, reps // 4))
         short_ms = median_ms(run(1), 2, max(3, reps // 4))
-        ms = (long_ms - short_ms) / (gen - 1)
-        rows.append({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3,
-                     "peak_bytes_so_far": torch.cuda.max_memory_allocated()})
-        if on_row:
-            on_row(rows[-1])
-    rows[0]["peak_bytes"] = torch.cuda.max_memory_allocated()
+        return (long_ms - short_ms) / (gen - 1)
+
+    rows = _measure(model, config.vocab_size, prompt_lens, batches, reps, decode_ms, on_row)
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    _fresh_peak()
     return rows
 
 
@@ -248,7 +256,8 @@ def table(rows: list[dict]):
         elif r["kind"] == "decode":
             setting, value = f"decode b={r['batch']}", f"{r['ms_per_token']:.3f} ms/tok"
         else:
-            setting, value = "peak memory", f"{r['peak_bytes'] / 2**30:.2f} GiB (weights {r['weight_bytes'] / 2**30:.2f})"
+            setting = "peak memory" + ("" if r.get("batch") is None else f" to b={r['batch']}")
+            value = f"{r['peak_bytes'] / 2**30:.2f} GiB (weights {r['weight_bytes'] / 2**30:.2f})"
         ratio = rat.get((_key(r), r["method"]))
         t.add_row(r["shape"], setting, r["method"], value, "" if ratio is None else f"{ratio:.2f}x")
     return t

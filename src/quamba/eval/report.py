@@ -66,8 +66,8 @@ def read_eval(path: Path) -> dict:
 def read_bench(path: Path) -> list[dict]:
     """Rows {model, method, prefill_ms, decode_ms_per_token, peak_mem_bytes, weight_bytes}, one per
     (model or shape, method). Accepts such rows as they are, or ``quamba bench``'s long form
-    (rows tagged ``kind``: memory / prefill / decode), folded to batch-1 decode and the
-    longest batch-1 prefill."""
+    (rows tagged ``kind``: memory / prefill / decode), folded to batch-1 decode, the
+    longest batch-1 prefill and the batch-1 peak memory."""
     data = _read_json(path, "bench")
     if isinstance(data, dict):
         data = next((data[k] for k in ("rows", "results", "benchmarks") if isinstance(data.get(k), list)), None)
@@ -80,7 +80,8 @@ def read_bench(path: Path) -> list[dict]:
     for r in rows:
         row = folded.setdefault((r["model"], str(r.get("method"))), {"model": r["model"], "method": r.get("method")})
         kind = r.get("kind")
-        if kind == "memory":
+        if kind == "memory" and (r.get("batch") in (None, 1) or "peak_mem_bytes" not in row):
+            # the batch-1 workload's peak when the bench has one per decode batch
             row["peak_mem_bytes"] = r.get("peak_bytes", r.get("peak_mem_bytes"))
             row["weight_bytes"] = r.get("weight_bytes")
         elif kind == "decode" and r.get("batch", 1) == 1:

@@ -58,7 +58,8 @@ class PrefillGraphs:
     autotunes its kernels eagerly); the cache tensors' addresses are part of the
     key (a graph writes the states in place). At most ``MAX_SHAPES`` shapes are
     kept, least recently used dropped. Graphs are held by weak reference to
-    their block: a freed model's graphs go with it, and a new block that reuses
+    their block: a freed model's graphs go with it (and a shape's buffers with
+    the last block that used them), and a new block that reuses
     a freed one's id never replays a graph of someone else's weights.
     """
 
@@ -75,6 +76,15 @@ class PrefillGraphs:
         self.captured = False
 
     @classmethod
+    def _drop_if_unused(cls, key, st_ref) -> None:
+        """Called as a block dies: once no live block uses this shape's entry, drop it, so
+        the pair buffers and the graph pool go with the last model that used them
+        (a freed model leaves no GPU memory behind)."""
+        st = st_ref()
+        if st is not None and cls._shapes.get(key) is st and not any(True for _ in st.calls.keys()):
+            del cls._shapes[key]
+
+    @classmethod
     def run(cls, block, hidden, residual, cache):
         key = (hidden.device, tuple(hidden.shape), hidden.dtype)
         st = cls._shapes.get(key)
@@ -87,6 +97,8 @@ class PrefillGraphs:
             while len(cls._shapes) > cls.MAX_SHAPES:
                 cls._shapes.popitem(last=False)
         cls._shapes.move_to_end(key)
+        if block not in st.calls:
+            weakref.finalize(block, cls._drop_if_unused, key, weakref.ref(st))
         st.calls[block] = st.calls.get(block, 0) + 1
         if st.calls[block] < 2:
             return block._forward_kernels(hidden, residual, cache)

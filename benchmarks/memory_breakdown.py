@@ -25,9 +25,7 @@ GiB = 2**30
 
 
 def phases(method):
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    B._fresh_peak()
     out = []
 
     def mark(name):

@@ -151,7 +151,12 @@ def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps
 
 
 def _fresh_peak() -> None:
+    """Start a model's measurement from nothing: free what the last one left (cuBLAS keeps
+    a workspace per stream it ran on; each model pays for its own) and reset the peak."""
     gc.collect()
+    clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear_workspaces is not None:
+        clear_workspaces()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
 

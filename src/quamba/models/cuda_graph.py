@@ -9,11 +9,27 @@ buffers: prefill writes into ``decoder.cache`` in place, then ``step`` replays.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from quamba.models.mamba import InferenceCache
+if TYPE_CHECKING:
+    from quamba.models.mamba import InferenceCache
 
-__all__ = ["GraphedDecoder"]
+__all__ = ["GraphedDecoder", "capture_stream"]
+
+_CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """One side stream per device for every warm-up and capture (decode and prefill graphs):
+    cuBLAS keeps a workspace (32 MiB on Hopper) for each stream it has run on, so a fresh
+    stream per graph would leave one more behind each time."""
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    if index not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return _CAPTURE_STREAMS[index]
 
 
 class GraphedDecoder:
@@ -23,14 +39,14 @@ class GraphedDecoder:
         self.model = model
         self.cache: InferenceCache = model.allocate_cache(batch)
         self.ids = torch.zeros(batch, 1, dtype=torch.long, device=model.device)
-        side = torch.cuda.Stream()
+        side = capture_stream(model.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(side):
             for _ in range(warmup):  # compiles and autotunes every kernel before capture
                 model(self.ids, self.cache)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
+        with torch.inference_mode(), torch.cuda.graph(self.graph, stream=side):
             self.logits = model(self.ids, self.cache)[:, -1]
         self.reset()
 

@@ -20,6 +20,8 @@ from collections import OrderedDict
 
 import torch
 
+from quamba.models.cuda_graph import capture_stream
+
 __all__ = ["PrefillGraphs", "graphable"]
 
 
@@ -119,7 +121,7 @@ class PrefillGraphs:
         graph = graphs.get(gkey)
         if graph is None:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=st.pool):
+            with torch.cuda.graph(graph, pool=st.pool, stream=capture_stream(hidden.device)):
                 out, res = block._forward_kernels(st.h[src], None if residual is None else st.r[src], cache,
                                                   out=(st.h[dst], st.r[dst]))
                 # The blocks write straight into the pair; copy only what a block could not.

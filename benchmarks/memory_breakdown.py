@@ -1,4 +1,4 @@
-"""Where peak GPU memory goes: allocated and peak bytes after each phase (build, first
+"""Where peak GPU memory goes: allocated bytes, the peak within the phase and the peak so far after each phase (build, first
 prefill, graph-capturing prefill, replayed prefill, batch-1 decode graph, batch-64
 decode graph, and after the model is freed) for quamba fp16, W8A8 and (when importable) mamba-ssm fp16. Writes JSON.
 
@@ -28,12 +28,17 @@ def phases(method):
     B._fresh_peak()
     out = []
 
+    overall = [0]
+
     def mark(name):
         torch.cuda.synchronize()
+        phase_peak = torch.cuda.max_memory_allocated()
+        overall[0] = max(overall[0], phase_peak)
+        torch.cuda.reset_peak_memory_stats()
         out.append({"phase": name, "allocated_gib": torch.cuda.memory_allocated() / GiB,
-                    "peak_gib": torch.cuda.max_memory_allocated() / GiB})
-        print(f"  {method:16s} {name:28s} allocated {out[-1]['allocated_gib']:6.3f}  peak {out[-1]['peak_gib']:6.3f} GiB",
-              flush=True)
+                    "phase_peak_gib": phase_peak / GiB, "peak_gib": overall[0] / GiB})
+        print(f"  {method:16s} {name:28s} allocated {out[-1]['allocated_gib']:6.3f}  peak in phase "
+              f"{out[-1]['phase_peak_gib']:6.3f}  so far {out[-1]['peak_gib']:6.3f} GiB", flush=True)
 
     with torch.inference_mode():
         if method == "mamba-ssm-fp16":

@@ -10,6 +10,7 @@ warmed-up work, the median of repeats:
 - memory: after each decode batch size, the peak allocated bytes since the model
   was built (weights + states + activations of every prefill and of decoding up to
   that batch; the batch-1 row is the batch-1 workload's peak), and the weight bytes.
+  Each model starts from an empty allocator (cuBLAS workspaces cleared).
 
 When ``mamba_ssm`` is importable, its fp16 ``MambaLMHeadModel`` is timed in the same
 run on the same shapes (prefill with ``num_last_tokens=1``; decode from its own
@@ -125,9 +126,11 @@ def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps
              decode_ms: Callable[[int], float], on_row: Callable[[dict], None] | None) -> list[dict]:
     """Prefill rows (batch 1, each prompt length), decode rows (``decode_ms(batch)``), and
     after each decode batch a memory row: the peak allocated since the model was built
-    (peak memory statistics reset just before), i.e. weights, states and activations of
-    every prefill and of decoding up to that batch."""
+    (its build's transients, e.g. random initialisation, left out), i.e. weights, states
+    and activations of every prefill and of decoding up to that batch."""
     weight_bytes = _weight_bytes(model)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     rows = []
 
     def emit(row):

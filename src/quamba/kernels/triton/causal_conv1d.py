@@ -103,6 +103,10 @@ def _causal_conv1d_kernel(
                  mask=jm[:, None] & d_mask[None, :])
 
 
+# Set by benchmarks/small_kernels_sweep.py to sweep a decode step's tile; None in normal use.
+_DECODE_OVERRIDE: dict | None = None
+
+
 def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8_scales=None):
     """Launches the kernel on checked arguments (shared by both wrappers).
     int8_scales: (x_scale, w_scale, out_scale) fp32 for int8 activations, else None."""
@@ -116,8 +120,11 @@ def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8
         xs, ws, os_ = int8_scales
         per_ch = ws.numel() > 1
     # Tiles sized to stay in registers (larger ones spill: checked in the SASS).
+    num_warps = 4
     if seqlen == 1:   # a decode step: no masked-off time rows, more programs
         block_l, block_d = 1, 128
+        if _DECODE_OVERRIDE:
+            block_d, num_warps = _DECODE_OVERRIDE["BLOCK_D"], _DECODE_OVERRIDE["num_warps"]
     else:
         block_l = min(32, max(8, next_pow2(seqlen)))
         block_d = 128 if block_l > 8 else 256
@@ -134,7 +141,7 @@ def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8
         WIDTH=width, HAS_BIAS=bias is not None, HAS_STATE=conv_state is not None, SILU=silu,
         IS_INT8=int8_scales is not None, W_PER_CHANNEL=per_ch,
         BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1),
-        num_warps=4, **pdl_launch_options(x.device),
+        num_warps=num_warps, **pdl_launch_options(x.device),
     )
 
 

@@ -20,12 +20,16 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--shape", default="2.8b")
 parser.add_argument("--batch", type=int, default=1)
 parser.add_argument("--prefill", type=int, default=0, help="profile a prefill of this many tokens instead")
+parser.add_argument("--state-dtype", default="fp32", choices=["fp32", "fp16"])
+parser.add_argument("--methods", default="fp16,w8a8")
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
 config = B.shape_config(args.shape)
 out = {}
-for method, build in (("fp16", B.random_fp_model), ("w8a8", B.random_w8a8_model)):
-    model = build(config)
+builders = {"fp16": B.random_fp_model, "w8a8": B.random_w8a8_model}
+for method in args.methods.split(","):
+    model = builders[method](config)
+    model.ssm_state_dtype = torch.float16 if args.state_dtype == "fp16" else torch.float32
     if args.prefill:
         prompt = torch.randint(0, config.vocab_size, (1, args.prefill), device="cuda")
         run = lambda: model(prompt, num_last_tokens=1)   # noqa: E731

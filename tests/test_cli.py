@@ -27,6 +27,14 @@ def test_generate_json():
     assert 1 <= len(out["tokens"]) <= 5
 
 
+def test_generate_with_an_fp16_state():
+    result = invoke("generate", "-p", "In the beginning", "-n", 5, "--device", "cpu", "--state-dtype", "fp16", "--json")
+    assert result.exit_code == 0, result.output
+    assert 1 <= len(json.loads(result.stdout)["tokens"]) <= 5
+    result = invoke("generate", "-n", 2, "--device", "cpu", "--state-dtype", "int8")
+    assert result.exit_code == 1 and "--state-dtype" in result.output and "Traceback" not in result.output
+
+
 def test_errors_are_one_line(tmp_path):
     result = invoke("ppl", tmp_path / "missing", "--device", "cpu")
     assert result.exit_code == 1

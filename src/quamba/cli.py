@@ -38,6 +38,20 @@ DeviceOpt = typer.Option(None, "--device", help="cpu or cuda (default: cuda if a
 DtypeOpt = typer.Option("auto", "--dtype", help="fp32, fp16 or bf16 for the floating-point parts (auto: fp16 on CUDA, fp32 on CPU).")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="tokenizer.json path or hub id, if the model folder has none.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object (for scripts) instead of a table.")
+StateDtypeOpt = typer.Option("fp32", "--state-dtype", help="fp32, fp16 or bf16: the recurrent SSM state kept between "
+                             "decode steps (computed in fp32 either way; fp16 halves its memory and traffic, as "
+                             "mamba-ssm's fp16 models do).")
+
+
+def _state_dtype(name: str):
+    from quamba.api import parse_dtype
+
+    if name == "auto":
+        raise QuambaError("--state-dtype: choose one of fp32, fp16, bf16")
+    try:
+        return parse_dtype(name, "cpu")
+    except QuambaError as exc:
+        raise QuambaError(f"--state-dtype: {exc}") from None
 
 
 def _user_errors(fn):
@@ -79,14 +93,16 @@ def generate(
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
     seed: Optional[int] = typer.Option(None, help="Random seed for sampling."),
     device: Optional[str] = DeviceOpt, dtype: str = DtypeOpt, tokenizer: Optional[str] = TokenizerOpt,
-    as_json: bool = JsonOpt,
+    state_dtype: str = StateDtypeOpt, as_json: bool = JsonOpt,
 ):
     """Continue a prompt, streaming tokens as they come (prefill once, then one recurrent step per token)."""
     import torch
 
     from quamba.models.generate import generate as run_generate
 
+    ssm_state_dtype = _state_dtype(state_dtype)
     lm, tok = _load(model, device, dtype, tokenizer)
+    lm.ssm_state_dtype = ssm_state_dtype
     ids = torch.tensor(tok.encode(prompt), dtype=torch.long)
     if ids.numel() == 0:
         raise QuambaError("--prompt is empty after tokenization")
@@ -304,6 +320,7 @@ def bench(
     batch: str = typer.Option("1,8,64", "--batch", help="Decode batch sizes."),
     reps: int = typer.Option(20, "--reps", min=3, help="Timed repeats (medians are reported)."),
     mamba_ssm: bool = typer.Option(True, "--mamba-ssm/--no-mamba-ssm", help="Also time mamba-ssm's fp16 model when installed."),
+    state_dtype: str = StateDtypeOpt,
     out_json: Optional[Path] = typer.Option(None, "--json", help="Write all rows, the device and versions to this file."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a latency-vs-size PNG (needs matplotlib)."),
 ):
@@ -313,12 +330,13 @@ def bench(
 
     from quamba.eval import bench as B
 
+    ssm_state_dtype = _state_dtype(state_dtype)
     if not torch.cuda.is_available():
         raise QuambaError("quamba bench needs a CUDA GPU (the CPU path is a reference, not a speed target)")
     result = B.run_bench([s.strip() for s in shapes.split(",") if s.strip()],
                          [m.strip() for m in methods.split(",") if m.strip()],
                          [int(x) for x in prompt_len.split(",") if x], [int(x) for x in batch.split(",") if x],
-                         reps, with_mamba_ssm=mamba_ssm, command=" ".join(sys.argv),
+                         reps, with_mamba_ssm=mamba_ssm, command=" ".join(sys.argv), state_dtype=ssm_state_dtype,
                          status=lambda text: err_console.print(f"[dim]{text}[/]"))
     rows = result["rows"]
     if out_json:

@@ -139,6 +139,34 @@ def test_selective_scan_state_in_place(l, device):
     assert rel_err(y, ref_y) < 1e-4 and rel_err(h0, ref_h) < STATE_TOL
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("l", [1, 6])
+def test_selective_scan_half_state_in_place(l, state_dtype, device):
+    """A half-precision state (MambaLM.ssm_state_dtype) is read as fp32 and stored
+    rounded once: what the reference gives from the same half state, cast on the copy
+    back (as the reference mixers do), to within one rounding step."""
+    b, d, n = (2, 24, 16) if device.type == "cpu" else (2, 1536, 16)
+    args = _int8_case(b, l, d, n, device)
+    h = args["initial_state"].to(state_dtype)
+    args["initial_state"] = h.clone()
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    args["initial_state"] = h
+    y, h_out = selective_scan_int8(**args, state_out=h)
+    assert h_out.data_ptr() == h.data_ptr() and h.dtype == state_dtype
+    assert rel_err(y, ref_y) < Y_TOL
+    eps = torch.finfo(state_dtype).eps
+    torch.testing.assert_close(h.float().cpu(), ref_h.to(state_dtype).float().cpu(), rtol=eps, atol=1e-6)
+    assert rel_err(h, ref_h) > 0            # it was rounded: not the fp32 state
+
+    u, dt = torch.randn(b, l, d, device=device), torch.rand(b, l, d, device=device) * 0.1
+    B, C = torch.randn(b, l, n, device=device), torch.randn(b, l, n, device=device)
+    h0 = torch.randn(b, d, n, device=device).to(state_dtype)
+    ref_y, ref_h = selective_scan_ref(u, dt, args["A"], B, C, args["D"], None, None, True, h0.clone())
+    y, _ = selective_scan(u, dt, args["A"], B, C, args["D"], None, None, True, h0, state_out=h0)
+    assert rel_err(y, ref_y) < 1e-4
+    torch.testing.assert_close(h0.float().cpu(), ref_h.to(state_dtype).float().cpu(), rtol=eps, atol=1e-6)
+
+
 # Chunk boundaries: one step, less than a chunk, and several chunks with a
 # ragged last one (the chunked kernel's tail steps must leave the state alone).
 @pytest.mark.parametrize("l", [1, 7, 33, 70] if not GPU else [1, 7, 33, 70, 2048])

@@ -18,6 +18,33 @@ def test_step_by_step_equals_full_forward(tiny_model):
     assert cache.seqlen_offset == 37
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_state_decodes_close_to_fp32_state(tiny_model, state_dtype):
+    """ssm_state_dtype rounds the state kept between calls (the scan still computes in
+    fp32): the cache is allocated in it, and decoding drifts from the fp32-state run
+    by a few roundings, no more."""
+    torch.manual_seed(2)
+    ids = torch.randint(0, 8192, (2, 24))
+
+    def session():
+        cache = tiny_model.allocate_cache(2)
+        with torch.no_grad():
+            out = [tiny_model(ids[:, :8], cache)] + [tiny_model(ids[:, t:t + 1], cache) for t in range(8, 24)]
+        return torch.cat(out, 1), cache
+
+    ref, ref_cache = session()
+    try:
+        tiny_model.ssm_state_dtype = state_dtype
+        out, cache = session()
+    finally:
+        del tiny_model.ssm_state_dtype                      # back to the class default, fp32
+    assert ref_cache.layers[0].ssm_state.dtype == torch.float32
+    assert all(layer.ssm_state.dtype == state_dtype for layer in cache.layers)
+    torch.testing.assert_close(out[:, :8], ref[:, :8])     # the prefill does not read the stored state
+    err = float((out - ref).norm() / ref.norm())
+    assert 0 < err < 20 * torch.finfo(state_dtype).eps, err
+
+
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_half_precision_runs_close_to_fp32(tiny_dir, tiny_model, dtype):
     half = load(tiny_dir, dtype=dtype, device="cpu")

@@ -51,17 +51,23 @@ def test_one_fused_layer_matches_reference(qmodel, seqlen):
     assert sqnr(ref_out, out.float()) > 33
 
 
-def test_fused_model_prefill_and_decode(qmodel):
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.float16])
+def test_fused_model_prefill_and_decode(qmodel, state_dtype):
     ids = torch.randint(0, 8192, (1, 7), device=DEVICE)
-    with torch.no_grad():
+    try:
+        qmodel.ssm_state_dtype = state_dtype
+        with torch.no_grad():
+            qmodel.select_backend("reference")
+            ref = qmodel(ids)
+            assert qmodel.select_backend("triton") == "triton"
+            full = qmodel(ids)
+            cache = qmodel.allocate_cache(1)
+            assert cache.layers[0].conv_state.dtype == torch.int8
+            assert cache.layers[0].ssm_state.dtype == state_dtype
+            steps = torch.cat([qmodel(ids[:, :5], cache)] + [qmodel(ids[:, t:t + 1], cache) for t in range(5, 7)], 1)
+    finally:
         qmodel.select_backend("reference")
-        ref = qmodel(ids)
-        assert qmodel.select_backend("triton") == "triton"
-        full = qmodel(ids)
-        cache = qmodel.allocate_cache(1)
-        assert cache.layers[0].conv_state.dtype == torch.int8
-        steps = torch.cat([qmodel(ids[:, :5], cache)] + [qmodel(ids[:, t:t + 1], cache) for t in range(5, 7)], 1)
-    qmodel.select_backend("reference")
+        del qmodel.ssm_state_dtype
     assert sqnr(ref, full.float()) > 25
     assert sqnr(full.float(), steps.float()) > 40
 

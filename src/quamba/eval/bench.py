@@ -306,8 +306,10 @@ def plot_latency(rows: list[dict], path) -> None:
 
 
 def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], batches: list[int], reps: int = 20,
-              with_mamba_ssm: bool = True, command: str = "", status: Callable[[str], None] = print) -> dict:
-    """Every (shape, method) row, the ratios against the anchor, the environment."""
+              with_mamba_ssm: bool = True, command: str = "", status: Callable[[str], None] = print,
+              state_dtype: torch.dtype = torch.float32) -> dict:
+    """Every (shape, method) row, the ratios against the anchor, the environment.
+    state_dtype: quamba's decode-state dtype (mamba-ssm keeps its own: fp16 for fp16 models)."""
     from quamba.errors import QuambaError
 
     if not torch.cuda.is_available():
@@ -324,11 +326,16 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
     rows = []
     for shape in shapes:
         config = shape_config(shape)
-        builders = {"fp16": lambda: random_fp_model(config), "w8a8": lambda: random_w8a8_model(config)}
+        def with_state(model):
+            model.ssm_state_dtype = state_dtype
+            return model
+        builders = {"fp16": lambda: with_state(random_fp_model(config)),
+                    "w8a8": lambda: with_state(random_w8a8_model(config))}
         runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps)) for m in methods]
         if with_mamba_ssm:
             runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps)))
         for method, run in runs:
             status(f"{shape} {method}")
-            rows.extend({"shape": shape, "method": method, **row} for row in run())
+            state = "float16" if method == "mamba-ssm-fp16" else str(state_dtype).removeprefix("torch.")
+            rows.extend({"shape": shape, "method": method, "state_dtype": state, **row} for row in run())
     return {"environment": environment(), "command": command, "rows": rows, "ratios": ratios(rows)}

@@ -28,7 +28,7 @@ def selective_scan_int8_ref(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8; B_q, C_q: (batch, seqlen, dstate) int8;
     scales: per-tensor fp32; A: (dim, dstate) fp32; D, dt_bias: (dim,) or None;
-    initial_state: (batch, dim, dstate) fp32 or None.
+    initial_state: (batch, dim, dstate) fp32 (fp16/bf16 are read as fp32) or None.
     Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32."""
     u = dequantize_ref(u_q, u_scale.float())
     dt = dequantize_ref(dt_q, dt_scale.float())

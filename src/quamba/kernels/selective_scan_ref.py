@@ -38,7 +38,7 @@ def selective_scan_ref(
     """Run the scan over a sequence, optionally continuing from a state.
 
     u, delta, z: (batch, seqlen, dim); A: (dim, dstate); B, C: (batch, seqlen, dstate);
-    D, delta_bias: (dim,); initial_state: (batch, dim, dstate) fp32 or None (zeros).
+    D, delta_bias: (dim,); initial_state: (batch, dim, dstate) fp32 (fp16/bf16 are read as fp32) or None (zeros).
     Returns y: (batch, seqlen, dim) in u's dtype and the final state (batch, dim, dstate) fp32.
     """
     batch, seqlen, dim = u.shape

@@ -55,7 +55,7 @@ def fused_path_applies(block: "Block", hidden: torch.Tensor, cache: "LayerCache 
         return False
     if hidden.dim() != 3 or hidden.dtype not in _FLOATS:
         return False
-    if cache is not None and (cache.ssm_state.dtype != torch.float32 or cache.conv_state.dtype not in _FLOATS):
+    if cache is not None and (cache.ssm_state.dtype not in _FLOATS or cache.conv_state.dtype not in _FLOATS):
         return False
     # The kernels have no backward: any trainable weight of the block (or a hidden state
     # that needs a gradient) keeps the autograd-capable reference path.

@@ -31,7 +31,7 @@ __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "Layer
 @dataclass
 class LayerCache:
     conv_state: torch.Tensor  # (batch, d_inner, d_conv - 1): the last inputs of the conv
-    ssm_state: torch.Tensor   # (batch, d_inner, d_state), fp32
+    ssm_state: torch.Tensor   # (batch, d_inner, d_state), fp32 (or fp16/bf16: MambaLM.ssm_state_dtype)
 
 
 @dataclass
@@ -40,11 +40,12 @@ class InferenceCache:
     seqlen_offset: int = 0
 
     @classmethod
-    def allocate(cls, config: MambaConfig, batch: int, device, conv_dtype) -> "InferenceCache":
+    def allocate(cls, config: MambaConfig, batch: int, device, conv_dtype,
+                 state_dtype: torch.dtype = torch.float32) -> "InferenceCache":
         return cls([
             LayerCache(
                 torch.zeros(batch, config.d_inner, config.d_conv - 1, device=device, dtype=conv_dtype),
-                torch.zeros(batch, config.d_inner, config.d_state, device=device, dtype=torch.float32),
+                torch.zeros(batch, config.d_inner, config.d_state, device=device, dtype=state_dtype),
             )
             for _ in range(config.n_layer)
         ])
@@ -155,7 +156,14 @@ class Backbone(nn.Module):
 
 
 class MambaLM(nn.Module):
-    """The language model. ``forward`` returns logits (batch, seqlen, vocab) in the model dtype."""
+    """The language model. ``forward`` returns logits (batch, seqlen, vocab) in the model dtype.
+
+    ``ssm_state_dtype``: the dtype of the recurrent state kept between calls (decoding).
+    The scan always computes in fp32; fp16 or bf16 round the state once per call when it
+    is stored (as mamba-ssm's decode cache does for fp16 models), which halves the
+    state's memory and the bytes a decode step moves at large batch. Default fp32."""
+
+    ssm_state_dtype: torch.dtype = torch.float32
 
     def __init__(self, config: MambaConfig, device=None, dtype=None):
         super().__init__()
@@ -175,7 +183,7 @@ class MambaLM(nn.Module):
         return self.backbone.norm_f.weight.device
 
     def allocate_cache(self, batch: int) -> InferenceCache:
-        return InferenceCache.allocate(self.config, batch, self.device, self.conv_state_dtype)
+        return InferenceCache.allocate(self.config, batch, self.device, self.conv_state_dtype, self.ssm_state_dtype)
 
     @property
     def conv_state_dtype(self) -> torch.dtype:

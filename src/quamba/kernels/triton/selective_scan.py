@@ -254,7 +254,7 @@ def _selective_scan_kernel(
 
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + offs_d[:, None] * stride_fd + offs_n[None, :] * stride_fn,
-             h, mask=dn_mask)
+             h.to(hT_ptr.dtype.element_ty), mask=dn_mask)
 
 
 @triton.jit
@@ -400,7 +400,7 @@ def _selective_scan_chunked_kernel(
 
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + d3 * stride_fd + n3 * stride_fn,
-             tl.reshape(h, (STATE_ROWS, BLOCK_D, COLS)), mask=st_mask)
+             tl.reshape(h, (STATE_ROWS, BLOCK_D, COLS)).to(hT_ptr.dtype.element_ty), mask=st_mask)
 
 
 @functools.lru_cache(maxsize=None)
@@ -438,6 +438,8 @@ _INTERPRETER_SCAN = "in_order"
 # normal use.
 _BLOCK_D_OVERRIDE: int | None = None
 _CHUNK = 8
+# The recurrent state in memory (between calls); inside the kernels it is always fp32.
+_STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
@@ -464,7 +466,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         check_shape(op, "initial_state", initial_state, (batch, dim, dstate))
     y = torch.empty(batch, seqlen, dim, dtype=y_dtype, device=u.device)
     if state_out is not None:
-        check_dtype(op, "state_out", state_out, (torch.float32,))
+        check_dtype(op, "state_out", state_out, _STATE_DTYPES)
         check_shape(op, "state_out", state_out, (batch, dim, dstate))
         final = state_out
     else:
@@ -556,7 +558,7 @@ def selective_scan_int8(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
-    D, dt_bias: (dim,) or None; initial_state: (batch, dim, dstate) fp32 or None.
+    D, dt_bias: (dim,) or None; initial_state: (batch, dim, dstate) fp32/fp16/bf16 or None.
     Softplus is always applied to dt + dt_bias.
 
     With dt_q None, dt is dt_proj computed in the kernel, equal bit for bit to
@@ -565,7 +567,8 @@ def selective_scan_int8(
     dt_w_q (dim, R) int8, dt_w_scale per-tensor or (dim,).
 
     Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32,
-    written to ``state_out`` when given (may be ``initial_state``: in place)."""
+    or written to ``state_out`` when given (fp32/fp16/bf16, rounded once on the store;
+    may be ``initial_state``: in place). The state is fp32 inside the kernel."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
                  dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)
@@ -607,7 +610,7 @@ def selective_scan_int8(
             raise ValueError(f"{op}: z_scale is required when z_q is given")
     check_dtype(op, "A", A, (torch.float32,))
     if initial_state is not None:
-        check_dtype(op, "initial_state", initial_state, (torch.float32,))
+        check_dtype(op, "initial_state", initial_state, _STATE_DTYPES)
     scales = [scalar_scale(op, "u_scale", u_scale), scalar_scale(op, "dt_scale", dt_scale),
               scalar_scale(op, "B_scale", B_scale), scalar_scale(op, "C_scale", C_scale)]
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
@@ -632,9 +635,9 @@ def selective_scan(
     """Float twin of ``selective_scan_ref`` (same signature, minus chunk_size):
     u, delta, z: (batch, seqlen, dim) fp16/bf16/fp32; A: (dim, dstate);
     B, C: (batch, seqlen, dstate); D, delta_bias: (dim,); initial_state:
-    (batch, dim, dstate) fp32 or None. Math in fp32.
+    (batch, dim, dstate) fp32/fp16/bf16 or None. Math in fp32.
     Returns y (batch, seqlen, dim) in u's dtype and the final state fp32 (in
-    ``state_out`` when given, which may be ``initial_state``)."""
+    ``state_out`` when given, fp32/fp16/bf16, which may be ``initial_state``)."""
     op = "selective_scan"
     check_device(op, u, delta, A, B, C, D, z, delta_bias, initial_state)
     floats = (torch.float16, torch.bfloat16, torch.float32)
@@ -643,7 +646,7 @@ def selective_scan(
     if z is not None:
         check_dtype(op, "z", z, floats)
     if initial_state is not None:
-        check_dtype(op, "initial_state", initial_state, (torch.float32,))
+        check_dtype(op, "initial_state", initial_state, _STATE_DTYPES)
     s = A  # scales are unused on the float path; any pointer will do
     return _launch(op, u, delta, A, B, C, D, z, delta_bias, initial_state, [s] * 7,
                    delta_softplus, u.dtype, state_out)

@@ -137,3 +137,64 @@ def test_int8_linear_out_buffer(M, N, K, device):
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, ref)
     with pytest.raises(ValueError, match="out"):
         int8_linear(x_q, w_q, xs, ws, out=torch.empty(M, N + 1, dtype=torch.float16, device=device))
+
+
+# (M, N, K) for the fused add + RMSNorm + quantize + GEMV: N > K takes the tensor-core
+# decode kernel (fused) at up to 64 tokens; one token on N <= K (the row kernel) and
+# more than 64 tokens run the two kernels in turn.
+NORM_SHAPES = shapes(
+    gpu=[(1, 10240, 2560), (1, 1536, 768), (5, 1536, 768), (64, 4096, 1024), (1, 768, 1536), (70, 1536, 768)],
+    cpu=[(1, 192, 96), (3, 160, 80), (64, 96, 48), (1, 48, 96), (70, 96, 48)],
+)
+
+
+@pytest.mark.parametrize("M,N,K", NORM_SHAPES)
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_rmsnorm_int8_linear_quant_matches_ref(M, N, K, with_residual, device, monkeypatch):
+    import importlib
+
+    from quamba.kernels.rmsnorm_quant_ref import rmsnorm_quant_ref
+    from quamba.kernels.triton import rmsnorm_int8_linear_quant
+
+    norm_mod = importlib.import_module("quamba.kernels.triton.rmsnorm_quant")
+    separate_norm_calls = []
+    real = norm_mod.rmsnorm_quant
+
+    def counted(*args, **kwargs):
+        separate_norm_calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(norm_mod, "rmsnorm_quant", counted)
+
+    hidden = torch.randn(2, M, K, device=device, dtype=torch.float16)[1]      # a strided view
+    residual = torch.randn(M, K, device=device) * 4 if with_residual else None
+    norm_w = torch.rand(K, device=device) + 0.5
+    xs = torch.tensor(0.03, device=device)
+    w_q = rand_int8(N, K, device=device)
+    ws = torch.rand(N, device=device) * 0.002 + 1e-4
+    ref_x, ref_res = rmsnorm_quant_ref(hidden, residual, norm_w, 1e-5, xs)
+    ref_fp = int8_linear_ref(ref_x, w_q, xs, ws, None, out_dtype=torch.float32)
+    out_scale = scale_for(ref_fp)
+    res_out = torch.empty(M, K, device=device)
+    out, res = rmsnorm_int8_linear_quant(hidden, residual, norm_w, 1e-5, xs, w_q, ws, out_scale,
+                                         residual_out=res_out, static_weight=True)
+    assert res.data_ptr() == res_out.data_ptr() and out.shape == (M, N)
+    fused = M <= 64 and not (M == 1 and N <= K)
+    assert bool(separate_norm_calls) != fused
+    torch.testing.assert_close(res, ref_res, rtol=0, atol=0)
+    # The fused prologue sums the squares in another order, which can move a normed
+    # input across a rounding boundary; each such flip moves an output by about one step.
+    assert_int8_match(out, quantize_ref(ref_fp, out_scale), max_frac=5e-3)
+
+
+def test_rmsnorm_int8_linear_quant_rejects_bad_inputs(device):
+    from quamba.kernels.triton import rmsnorm_int8_linear_quant
+
+    w_q = rand_int8(64, 32, device=device)
+    one = torch.tensor(0.01, device=device)
+    with pytest.raises(ValueError, match="weight"):
+        rmsnorm_int8_linear_quant(torch.randn(1, 32, device=device), None, torch.ones(31, device=device), 1e-5,
+                                  one, w_q, one, one)
+    with pytest.raises(ValueError, match="residual_out"):
+        rmsnorm_int8_linear_quant(torch.randn(1, 32, device=device), None, torch.ones(32, device=device), 1e-5,
+                                  one, w_q, one, one, residual_out=torch.empty(1, 32, device=device, dtype=torch.float16))

@@ -6,7 +6,6 @@ will do and each step is one launch:
 
     rmsnorm_quant(hidden + residual)       -> int8 normed input, fp32 residual
     int8_linear_quant (in_proj)            -> int8 x, int8 z (per-column output scale: one launch)
-                                              (decode: both in one launch, rmsnorm_int8_linear_quant)
     causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), conv state in place
     int8_linear_quant (x_proj)             -> int8 dt_low, B, C (per-column output scale)
     selective_scan_int8                    -> dt_proj (int32, requantized to int8 dt), fp16 y (D skip,
@@ -14,10 +13,9 @@ will do and each step is one launch:
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-Six launches a layer for a batch-1 decode step, where the norm runs inside in_proj
-and dt_proj inside the scan; seven for a decode step of 2-64 tokens, whose scan
-wrapper launches dt_proj first (faster there, see kernels/triton/selective_scan.py);
-eight for prefill. No state copies; decoding captures the
+Seven launches a layer for a batch-1 decode step, where dt_proj runs inside the
+scan; with more tokens the scan wrapper launches dt_proj first (faster there, see
+kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
@@ -66,13 +64,12 @@ class FusedQBlock(Block):
         cfg, ssm = mixer.config, mixer.ssm
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
-        # add + RMSNorm + quantize, then in_proj with the x and z halves requantized with
-        # their own scales: one launch for decode (the GEMV normalizes its input), two else.
+        hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
+                                        residual_out=None if out is None else out[1])
+        # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
-        xzq, residual = tk.rmsnorm_int8_linear_quant(
-            hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
-            mixer.in_proj.weight, mixer.in_proj.weight_scale, xz_scale,
-            residual_out=None if out is None else out[1], static_weight=True)
+        xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
+                                   mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
         xq, zq = xzq[..., :d], xzq[..., d:]
         # The conv and scan states are updated in place in the cache (no copies).
         uq, _ = tk.causal_conv1d_int8(

@@ -11,7 +11,6 @@ selective_scan_int8            selective_scan_int8_ref.selective_scan_int8_ref
 selective_scan                 selective_scan_ref.selective_scan_ref
 hadamard_quant                 hadamard_quant_ref.hadamard_quant_ref
 rmsnorm_quant                  rmsnorm_quant_ref.rmsnorm_quant_ref
-rmsnorm_int8_linear_quant      rmsnorm_quant_ref, then int8_linear_quant's twin
 add_rmsnorm                    rmsnorm_quant_ref.add_rmsnorm_ref
 =============================  ==============================================
 
@@ -38,13 +37,12 @@ if _TRITON_IMPORT_ERROR is None:
     from .causal_conv1d import causal_conv1d
     from .causal_conv1d_int8 import causal_conv1d_int8
     from .hadamard_quant import hadamard_quant
-    from .int8_linear import int8_linear, int8_linear_quant, rmsnorm_int8_linear_quant
+    from .int8_linear import int8_linear, int8_linear_quant
     from .rmsnorm_quant import add_rmsnorm, rmsnorm_quant
     from .selective_scan import selective_scan, selective_scan_int8
 
     __all__ += ["int8_linear", "int8_linear_quant", "causal_conv1d_int8", "selective_scan_int8",
-                "selective_scan", "hadamard_quant", "rmsnorm_quant", "causal_conv1d", "add_rmsnorm",
-                "rmsnorm_int8_linear_quant"]
+                "selective_scan", "hadamard_quant", "rmsnorm_quant", "causal_conv1d", "add_rmsnorm"]
 
 
 def _interpret() -> bool:

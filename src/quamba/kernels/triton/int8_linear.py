@@ -41,10 +41,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale)
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
+                      quantize_int8, scalar_scale)
 
-__all__ = ["int8_linear", "int8_linear_quant", "rmsnorm_int8_linear_quant", "DECODE_MAX_M"]
+__all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
 
 DECODE_MAX_M = 64
 
@@ -156,23 +156,14 @@ _int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N"
 def _int8_gemv_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     ws_ptr, lock_ptr,
-    res_ptr, norm_w_ptr, res_out_ptr, eps,
     M, N, K, K_PER_SPLIT,
-    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, stride_rm, stride_rom,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
-    NORM_IN: tl.constexpr, HAS_RES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
-    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
-
-    NORM_IN: x_ptr is the float hidden state (and res_ptr the fp32 residual when
-    HAS_RES); x = quantize(rmsnorm(hidden + residual) * norm_w, x_scale) is computed
-    here, tile by tile, instead of being read (rmsnorm_quant fused in: one launch
-    less a decode step). Every program first sums the squares of its rows over all
-    of K (the rows are a few KB, L2-resident); the programs of column block 0 also
-    write hidden + residual to res_out_ptr."""
+    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -184,35 +175,10 @@ def _int8_gemv_kernel(
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
     pdl_wait(USE_PDL)
-    if NORM_IN:
-        r_ptrs = res_ptr + offs_m[:, None] * stride_rm + (k_start + offs_k)[None, :]
-        ro_ptrs = res_out_ptr + offs_m[:, None] * stride_rom + (k_start + offs_k)[None, :]
-        x_scale = tl.load(x_scale_ptr)
-        ssq = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            mask = (offs_m[:, None] < M) & ((k0 + offs_k) < K)[None, :]
-            v = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :] * stride_xk,
-                        mask=mask, other=0.0).to(tl.float32)
-            if HAS_RES:
-                v += tl.load(res_ptr + offs_m[:, None] * stride_rm + (k0 + offs_k)[None, :], mask=mask, other=0.0)
-            ssq += tl.sum(v * v, axis=1)
-        rstd = tl.math.div_rn(tl.full(ssq.shape, 1.0, tl.float32), tl.sqrt_rn(ssq / K + eps))
     for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
-        x_mask = (offs_m[:, None] < M) & (offs_k[None, :] < k_left)
-        if NORM_IN:
-            v = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
-            if HAS_RES:
-                v += tl.load(r_ptrs, mask=x_mask, other=0.0)
-                r_ptrs += BLOCK_K
-            if pid_n == 0:
-                tl.store(ro_ptrs, v, mask=x_mask)
-            ro_ptrs += BLOCK_K
-            nw = tl.load(norm_w_ptr + k_start + kk * BLOCK_K + offs_k, mask=offs_k < k_left, other=0.0)
-            x = quantize_int8(v * rstd[:, None] * nw.to(tl.float32)[None, :], x_scale)
-        else:
-            x = tl.load(x_ptrs, mask=x_mask, other=0)
+        x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
         acc = tl.dot(w, tl.trans(x), acc, out_dtype=tl.int32)
         w_ptrs += BLOCK_K * stride_wk
         x_ptrs += BLOCK_K * stride_xk
@@ -366,13 +332,9 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False, norm=None):
-    """norm: None, or (residual 2-D | None, norm_weight, eps, residual_out 2-D) when x_q is
-    the float hidden state (2-D) to normalize and quantize in the decode kernel; the
-    caller (``rmsnorm_int8_linear_quant``) has checked it takes that route."""
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False):
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
-    if norm is None:
-        check_dtype(op, "x_q", x_q, (torch.int8,))
+    check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
     if w_q.dim() != 2:
         raise ValueError(f"{op}: w_q must be (N, K), got shape {tuple(w_q.shape)}")
@@ -449,18 +411,11 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
         locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
-        if norm is None:
-            norm_args, norm_strides = (dummy, dummy, dummy, 0.0), (0, 0)
-        else:
-            res2, norm_w, eps, res_out2 = norm
-            norm_args = (res2 if res2 is not None else res_out2, norm_w, res_out2, eps)
-            norm_strides = (res2.stride(0) if res2 is not None else 0, res_out2.stride(0))
         _int8_gemv_kernel[(n_blocks, split)](
-            *args_ptr, ws, locks, *norm_args,
+            *args_ptr, ws, locks,
             M, N, K, cfg["K_PER_SPLIT"],
-            x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1), *norm_strides,
-            **flags, NORM_IN=norm is not None, HAS_RES=norm is not None and norm[0] is not None,
-            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+            x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
+            **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
             **pdl_launch_options(x_q.device))
     else:
@@ -477,61 +432,6 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
             _int8_gemm_tuned[grid](*args_ptr, M, N, K, m_bucket, *strides, **flags)
     return out.reshape(*lead, N)
-
-
-def rmsnorm_int8_linear_quant(
-    hidden: torch.Tensor,
-    residual: torch.Tensor | None,
-    norm_weight: torch.Tensor,
-    eps: float,
-    x_scale: torch.Tensor,
-    w_q: torch.Tensor,
-    w_scale: torch.Tensor,
-    out_scale: torch.Tensor,
-    residual_out: torch.Tensor | None = None,
-    static_weight: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rmsnorm_quant`` then ``int8_linear_quant`` (no bias). Twin: ``rmsnorm_quant_ref``
-    then ``quantize_ref(int8_linear_ref(...), out_scale)``.
-
-    For decode (up to 64 tokens, on the tensor-core GEMV) it is one launch: the GEMV
-    normalizes and quantizes its input tiles itself and the int8 input is never
-    written. Otherwise (prefill, or a weight the one-token row kernel takes) the two
-    kernels run in turn. hidden: (..., K) float; residual: (..., K) float or None;
-    norm_weight: (K,); x_scale: per-tensor, the normed input's scale; w_q: (N, K) int8;
-    w_scale, out_scale: as in ``int8_linear_quant``. Returns out (..., N) int8 and
-    residual_out (..., K) fp32 = hidden + residual (into ``residual_out`` when given)."""
-    from .rmsnorm_quant import _check, rmsnorm_quant
-
-    op = "rmsnorm_int8_linear_quant"
-    check_device(op, hidden, residual, norm_weight, x_scale, w_q, w_scale, out_scale, residual_out)
-    check_dtype(op, "w_q", w_q, (torch.int8,))
-    if w_q.dim() != 2:
-        raise ValueError(f"{op}: w_q must be (N, K), got shape {tuple(w_q.shape)}")
-    N, K = w_q.shape
-    M = hidden.numel() // K if hidden.dim() >= 1 and hidden.shape[-1] == K else -1
-    one_token_rows = M == 1 and _GEMV_OVERRIDE is None and _rows_config(N, K) is not None
-    # QUAMBA_FUSED_NORM=0: always the two kernels (A/B runs, docs/benchmarks.md).
-    if not 0 < M <= DECODE_MAX_M or one_token_rows or os.environ.get("QUAMBA_FUSED_NORM", "1") == "0":
-        x_q, res = rmsnorm_quant(hidden, residual, norm_weight, eps, x_scale, residual_out)
-        return int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight), res
-    _check(op, hidden, residual, norm_weight)
-    scalar_scale(op, "x_scale", x_scale)
-    h2 = hidden.reshape(M, K)
-    if h2.stride(-1) != 1:
-        h2 = h2.contiguous()
-    r2 = None if residual is None else residual.reshape(M, K).float().contiguous()
-    if residual_out is None:
-        ro = torch.empty(M, K, dtype=torch.float32, device=hidden.device)
-    else:
-        check_dtype(op, "residual_out", residual_out, (torch.float32,))
-        check_shape(op, "residual_out", residual_out, tuple(hidden.shape))
-        if not residual_out.is_contiguous():
-            raise ValueError(f"{op}: residual_out must be contiguous")
-        ro = residual_out.view(M, K)
-    out = _launch(h2, w_q, x_scale, w_scale, None, out_scale, torch.int8, op, None, static_weight,
-                  norm=(r2, norm_weight.contiguous(), float(eps), ro))
-    return out.reshape(*hidden.shape[:-1], N), ro.view(hidden.shape)
 
 
 def int8_linear(

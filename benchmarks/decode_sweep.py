@@ -28,6 +28,10 @@ parser.add_argument("--batch", type=int, nargs="+", default=[1])
 parser.add_argument("--json", required=True)
 parser.add_argument("--quick", action="store_true", help="a few configs only")
 parser.add_argument("--skip-gemv", action="store_true", help="only the Hadamard part")
+parser.add_argument("--skip-hadamard", action="store_true", help="only the GEMV part")
+parser.add_argument("--names", default="in_proj,out_proj,x_proj,dt_proj", help="GEMV shapes to sweep")
+parser.add_argument("--warps-grid", action="store_true",
+                    help="a grid over num_warps 4/8 and wider tiles (the default grid keeps 4 warps)")
 args = parser.parse_args()
 
 
@@ -40,11 +44,16 @@ results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "
 
 if args.quick:
     grid = [dict(BLOCK_N=64, BLOCK_K=256, PROGRAMS_PER_SM=2, num_stages=4, num_warps=4)]
+elif args.warps_grid:
+    grid = [dict(BLOCK_N=bn, BLOCK_K=bk, PROGRAMS_PER_SM=pps, num_stages=st, num_warps=w, MAX_SPLIT=64)
+            for bn, bk, pps, st, w in itertools.product((64, 128, 256), (128, 256), (1, 2, 4), (3, 4), (4, 8))]
 else:
     grid = [dict(BLOCK_N=bn, BLOCK_K=bk, PROGRAMS_PER_SM=pps, num_stages=st, num_warps=4, MAX_SPLIT=64)
             for bn, bk, pps, st in itertools.product((32, 64, 128), (128, 256, 512), (1, 2, 4, 8, 16), (2, 3, 4))]
 for M in [] if args.skip_gemv else args.batch:
     for name, (N, K) in shapes.items():
+        if name not in args.names.split(","):
+            continue
         reps_w = max(4, (256 << 20) // (N * K))          # >= 256 MB of distinct weights: nothing stays in L2
         ws = [torch.randint(-127, 128, (N, K), dtype=torch.int8, device="cuda") for _ in range(reps_w)]
         x = torch.randint(-127, 128, (M, K), dtype=torch.int8, device="cuda")
@@ -72,7 +81,7 @@ for M in [] if args.skip_gemv else args.batch:
         del ws
 
 # Hadamard + quant of one row per token, as after the decode scan.
-for M in args.batch:
+for M in [] if args.skip_hadamard else args.batch:
     ys = [torch.randn(M, d, dtype=torch.float16, device="cuda") for _ in range(64)]
     s = torch.tensor(0.01, device="cuda")
     m, p, A = had_mod._factor(d, ys[0].device)

@@ -31,7 +31,8 @@ for shape, kind, batch, plen in settings:
         elif kind == "decode":
             cells.append(f"{r['ms_per_token']:.3f} ms ({r['tokens_per_s']:.0f} tok/s)")
         else:
-            cells.append(f"{r['peak_bytes'] / 2**30:.2f} GiB (w {r['weight_bytes'] / 2**30:.2f})")
+            reserved = f", r {r['peak_reserved_bytes'] / 2**30:.2f}" if "peak_reserved_bytes" in r else ""
+            cells.append(f"{r['peak_bytes'] / 2**30:.2f} GiB (w {r['weight_bytes'] / 2**30:.2f}{reserved})")
         if m != methods[-1]:
             x = rat.get((shape, kind, batch, plen, m))
             ratio_cells.append("" if x is None else f"{x:.2f}x")

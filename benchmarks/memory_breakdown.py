@@ -34,11 +34,14 @@ def phases(method):
         torch.cuda.synchronize()
         phase_peak = torch.cuda.max_memory_allocated()
         overall[0] = max(overall[0], phase_peak)
-        torch.cuda.reset_peak_memory_stats()
         out.append({"phase": name, "allocated_gib": torch.cuda.memory_allocated() / GiB,
-                    "phase_peak_gib": phase_peak / GiB, "peak_gib": overall[0] / GiB})
+                    "phase_peak_gib": phase_peak / GiB, "peak_gib": overall[0] / GiB,
+                    "reserved_gib": torch.cuda.memory_reserved() / GiB,
+                    "phase_peak_reserved_gib": torch.cuda.max_memory_reserved() / GiB})
+        torch.cuda.reset_peak_memory_stats()
         print(f"  {method:16s} {name:28s} allocated {out[-1]['allocated_gib']:6.3f}  peak in phase "
-              f"{out[-1]['phase_peak_gib']:6.3f}  so far {out[-1]['peak_gib']:6.3f} GiB", flush=True)
+              f"{out[-1]['phase_peak_gib']:6.3f}  so far {out[-1]['peak_gib']:6.3f}  reserved peak in phase "
+              f"{out[-1]['phase_peak_reserved_gib']:6.3f} GiB", flush=True)
 
     with torch.inference_mode():
         if method == "mamba-ssm-fp16":

@@ -16,7 +16,8 @@ def _rows():
             rows.append({"shape": "2.8b", "method": method, "kind": "decode", "batch": batch,
                          "ms_per_token": ms * (1 + batch / 64)})
             rows.append({"shape": "2.8b", "method": method, "kind": "memory", "batch": batch,
-                         "weight_bytes": weights * GIB, "peak_bytes": (weights + extra) * GIB})
+                         "weight_bytes": weights * GIB, "peak_bytes": (weights + extra) * GIB,
+                         "peak_reserved_bytes": (weights + 2 * extra) * GIB})
     return rows
 
 
@@ -35,6 +36,7 @@ def test_table_labels_memory_by_batch():
     console.print(table(_rows()))
     text = console.export_text()
     assert "peak memory to b=1" in text and "peak memory to b=64" in text and "0.55x" in text
+    assert "reserved 3.30" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")

@@ -10,7 +10,11 @@ warmed-up work, the median of repeats:
 - memory: after each decode batch size, the peak allocated bytes since the model
   was built (weights + states + activations of every prefill and of decoding up to
   that batch; the batch-1 row is the batch-1 workload's peak), and the weight bytes.
-  Each model starts from an empty allocator (cuBLAS workspaces cleared).
+  Each model starts from an empty allocator (cuBLAS workspaces cleared). Allocated bytes
+  leave out the private memory pools of CUDA graphs (both models decode through graphs;
+  quamba also replays prefill through them), so the peak *reserved* bytes (what the
+  caching allocator holds from the driver, pools and cached free blocks included) are
+  recorded too.
 
 When ``mamba_ssm`` is importable, its fp16 ``MambaLMHeadModel`` is timed in the same
 run on the same shapes (prefill with ``num_last_tokens=1``; decode from its own
@@ -130,8 +134,14 @@ def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps
     and activations of every prefill and of decoding up to that batch."""
     weight_bytes = _weight_bytes(model)
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()              # the build's freed transients are not the workload's
     torch.cuda.reset_peak_memory_stats()
     rows = []
+
+    def memory_row(batch):
+        return {"kind": "memory", "batch": batch, "weight_bytes": weight_bytes,
+                "peak_bytes": torch.cuda.max_memory_allocated(),
+                "peak_reserved_bytes": torch.cuda.max_memory_reserved()}
 
     def emit(row):
         rows.append(row)
@@ -145,11 +155,9 @@ def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps
     for batch in batches:
         ms = decode_ms(batch)
         emit({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
-        emit({"kind": "memory", "batch": batch, "weight_bytes": weight_bytes,
-              "peak_bytes": torch.cuda.max_memory_allocated()})
+        emit(memory_row(batch))
     if not batches:
-        emit({"kind": "memory", "batch": None, "weight_bytes": weight_bytes,
-              "peak_bytes": torch.cuda.max_memory_allocated()})
+        emit(memory_row(None))
     return rows
 
 
@@ -265,7 +273,8 @@ def table(rows: list[dict]):
             setting, value = f"decode b={r['batch']}", f"{r['ms_per_token']:.3f} ms/tok"
         else:
             setting = "peak memory" + ("" if r.get("batch") is None else f" to b={r['batch']}")
-            value = f"{r['peak_bytes'] / 2**30:.2f} GiB (weights {r['weight_bytes'] / 2**30:.2f})"
+            value = f"{r['peak_bytes'] / 2**30:.2f} GiB (weights {r['weight_bytes'] / 2**30:.2f}"
+            value += f", reserved {r['peak_reserved_bytes'] / 2**30:.2f})" if "peak_reserved_bytes" in r else ")"
         ratio = rat.get((_key(r), r["method"]))
         t.add_row(r["shape"], setting, r["method"], value, "" if ratio is None else f"{ratio:.2f}x")
     return t

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from typer.testing import CliRunner
 
 from quamba.cli import app
@@ -27,10 +29,21 @@ def test_generate_json():
     assert 1 <= len(out["tokens"]) <= 5
 
 
-def test_generate_with_an_fp16_state():
+def test_generate_with_an_fp16_state(monkeypatch):
+    from quamba.models.mamba import InferenceCache
+
+    caches = []
+    real = InferenceCache.allocate.__func__
+
+    def spy(cls, *args, **kwargs):
+        caches.append(real(cls, *args, **kwargs))
+        return caches[-1]
+
+    monkeypatch.setattr(InferenceCache, "allocate", classmethod(spy))
     result = invoke("generate", "-p", "In the beginning", "-n", 5, "--device", "cpu", "--state-dtype", "fp16", "--json")
     assert result.exit_code == 0, result.output
     assert 1 <= len(json.loads(result.stdout)["tokens"]) <= 5
+    assert caches and all(layer.ssm_state.dtype == torch.float16 for c in caches for layer in c.layers)
     result = invoke("generate", "-n", 2, "--device", "cpu", "--state-dtype", "int8")
     assert result.exit_code == 1 and "--state-dtype" in result.output and "Traceback" not in result.output
 

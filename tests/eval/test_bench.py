@@ -43,3 +43,31 @@ def test_table_labels_memory_by_batch():
 def test_bench_without_a_gpu_says_so():
     with pytest.raises(QuambaError, match="needs a CUDA GPU"):
         run_bench(["130m"], ["w8a8"], [16], [1])
+
+
+def test_measure_writes_a_memory_row_after_each_decode_batch(monkeypatch):
+    """_measure's bookkeeping with the CUDA memory counters faked: one memory row per decode
+    batch, each the peak so far (reset once after the build), with the weight bytes."""
+    from quamba.eval import bench
+
+    peak = {"allocated": 0, "reserved": 0}
+    resets = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: resets.append(1))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: peak["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a: peak["reserved"])
+
+    def decode_ms(batch):
+        peak["allocated"] += 10 * batch
+        peak["reserved"] += 20 * batch
+        return 1.0 + batch
+
+    model = torch.nn.Linear(4, 4, bias=False)           # 16 fp32 weights = 64 bytes
+    seen = []
+    rows = bench._measure(model, 100, [], [1, 8], 3, decode_ms, seen.append)
+    assert rows == seen and len(resets) == 1
+    assert [(r["kind"], r["batch"]) for r in rows] == [("decode", 1), ("memory", 1), ("decode", 8), ("memory", 8)]
+    assert rows[1] == {"kind": "memory", "batch": 1, "weight_bytes": 64, "peak_bytes": 10, "peak_reserved_bytes": 20}
+    assert rows[3]["peak_bytes"] == 90 and rows[3]["peak_reserved_bytes"] == 180
+    assert rows[2]["tokens_per_s"] == pytest.approx(8 / 9.0 * 1e3)

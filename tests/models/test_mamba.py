@@ -37,12 +37,20 @@ def test_half_precision_state_decodes_close_to_fp32_state(tiny_model, state_dtyp
         tiny_model.ssm_state_dtype = state_dtype
         out, cache = session()
     finally:
-        del tiny_model.ssm_state_dtype                      # back to the class default, fp32
+        tiny_model.ssm_state_dtype = torch.float32          # the fixture is shared
     assert ref_cache.layers[0].ssm_state.dtype == torch.float32
     assert all(layer.ssm_state.dtype == state_dtype for layer in cache.layers)
     torch.testing.assert_close(out[:, :8], ref[:, :8])     # the prefill does not read the stored state
     err = float((out - ref).norm() / ref.norm())
     assert 0 < err < 20 * torch.finfo(state_dtype).eps, err
+
+
+def test_ssm_state_dtype_is_checked(tiny_model):
+    from quamba.errors import QuambaError
+
+    with pytest.raises(QuambaError, match="ssm_state_dtype must be one of"):
+        tiny_model.ssm_state_dtype = torch.int8
+    assert tiny_model.ssm_state_dtype == torch.float32
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])

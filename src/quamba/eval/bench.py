@@ -163,7 +163,10 @@ def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps
 
 def _fresh_peak() -> None:
     """Start a model's measurement from nothing: free what the last one left (cuBLAS keeps
-    a workspace per stream it ran on; each model pays for its own) and reset the peak."""
+    a workspace per stream it ran on; each model pays for its own) and reset the peak.
+    Freeing the workspaces is safe only when no CUDA graph that ran cuBLAS is still alive,
+    which holds between the models of a bench (each is freed before the next): do not
+    call ``run_bench`` in a process that keeps other graphed models."""
     gc.collect()
     clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
     if clear_workspaces is not None:
@@ -318,7 +321,9 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
               with_mamba_ssm: bool = True, command: str = "", status: Callable[[str], None] = print,
               state_dtype: torch.dtype = torch.float32) -> dict:
     """Every (shape, method) row, the ratios against the anchor, the environment.
-    state_dtype: quamba's decode-state dtype (mamba-ssm keeps its own: fp16 for fp16 models)."""
+    state_dtype: quamba's decode-state dtype (mamba-ssm keeps its own: fp16 for fp16 models).
+    Frees cuBLAS's workspaces between models (``_fresh_peak``): run it in a process of its
+    own (as ``quamba bench`` does), not beside other models' live CUDA graphs."""
     from quamba.errors import QuambaError
 
     if not torch.cuda.is_available():

@@ -27,6 +27,8 @@ from quamba.models.fused_block import fused_forward, fused_forward_kernels, fuse
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
 
+_STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
 
 @dataclass
 class LayerCache:
@@ -161,9 +163,20 @@ class MambaLM(nn.Module):
     ``ssm_state_dtype``: the dtype of the recurrent state kept between calls (decoding).
     The scan always computes in fp32; fp16 or bf16 round the state once per call when it
     is stored (as mamba-ssm's decode cache does for fp16 models), which halves the
-    state's memory and the bytes a decode step moves at large batch. Default fp32."""
+    state's memory and the bytes a decode step moves at large batch. Default fp32. A
+    run-time setting of this instance (like the backend): not saved with a checkpoint."""
 
-    ssm_state_dtype: torch.dtype = torch.float32
+    @property
+    def ssm_state_dtype(self) -> torch.dtype:
+        return self.__dict__.get("_ssm_state_dtype", torch.float32)
+
+    @ssm_state_dtype.setter
+    def ssm_state_dtype(self, dtype: torch.dtype) -> None:
+        if dtype not in _STATE_DTYPES:
+            from quamba.errors import QuambaError
+            raise QuambaError(f"ssm_state_dtype must be one of torch.float32, torch.float16, torch.bfloat16, "
+                              f"got {dtype!r}")
+        self.__dict__["_ssm_state_dtype"] = dtype
 
     def __init__(self, config: MambaConfig, device=None, dtype=None):
         super().__init__()

@@ -68,6 +68,7 @@ class PrefillGraphs:
     MAX_SHAPES = 2
     MAX_GRAPHS_PER_BLOCK = 4
     _shapes: OrderedDict = OrderedDict()
+    _watched: weakref.WeakSet = weakref.WeakSet()   # blocks with a finalizer registered (one each)
 
     def __init__(self, hidden: torch.Tensor):
         self.pool = torch.cuda.graph_pool_handle()
@@ -78,13 +79,15 @@ class PrefillGraphs:
         self.captured = False
 
     @classmethod
-    def _drop_if_unused(cls, key, st_ref) -> None:
-        """Called as a block dies: once no live block uses this shape's entry, drop it, so
-        the pair buffers and the graph pool go with the last model that used them
-        (a freed model leaves no GPU memory behind)."""
-        st = st_ref()
-        if st is not None and cls._shapes.get(key) is st and not any(True for _ in st.calls.keys()):
-            del cls._shapes[key]
+    def _drop_unused(cls) -> None:
+        """Called as a block dies (one finalizer per block, however many shapes it ran):
+        drops every shape entry no live block uses any more, so the pair buffers and the
+        graph pool go with the last model that used them (a freed model leaves no GPU
+        memory behind). Dead weak references are cleared before finalizers run, so the
+        dying block no longer counts."""
+        for key, st in list(cls._shapes.items()):
+            if not any(True for _ in st.calls.keys()):
+                del cls._shapes[key]
 
     @classmethod
     def run(cls, block, hidden, residual, cache):
@@ -99,8 +102,9 @@ class PrefillGraphs:
             while len(cls._shapes) > cls.MAX_SHAPES:
                 cls._shapes.popitem(last=False)
         cls._shapes.move_to_end(key)
-        if block not in st.calls:
-            weakref.finalize(block, cls._drop_if_unused, key, weakref.ref(st))
+        if block not in cls._watched:
+            cls._watched.add(block)
+            weakref.finalize(block, cls._drop_unused)
         st.calls[block] = st.calls.get(block, 0) + 1
         if st.calls[block] < 2:
             return block._forward_kernels(hidden, residual, cache)

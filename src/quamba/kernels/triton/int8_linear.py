@@ -139,8 +139,9 @@ def _autotune_timer(kernel_call, quantiles):
     between runs by writing a 256 MB buffer, which made the first prefill of each new
     length the peak of a W8A8 model's memory (mamba-2.8b shape, H100: 0.30 GiB above
     what was allocated, against 0.09 with this timer; benchmarks/memory_breakdown.py).
-    Graph replays need no buffer; weights of 13-26 MB staying partly in L2 favour every
-    config alike."""
+    Graph replays need no buffer. The assumption: that the 13-26 MB weights then stay
+    partly in L2 between replays changes the configs' times about alike (the ranking,
+    not the absolute time, is what the autotuner needs). ``do_bench=`` needs triton 3.3+."""
     if interpret_mode():
         return triton.runtime.driver.active.get_benchmarker()(kernel_call, quantiles=quantiles)
     return triton.testing.do_bench_cudagraph(kernel_call, quantiles=quantiles)

@@ -121,16 +121,17 @@ def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=No
             raise ValueError(f"{op}: residual_out must be contiguous")
         r_out = residual_out.view(M, d)
     block_d = next_pow2(d)
-    if rows is None or num_warps is None:
-        if M <= 64:
-            # Decode: up to 64 rows, latency-bound. One row a program and enough warps
-            # that each thread holds a few elements (short serial chains). H100, d 2560,
-            # graph-timed (docs/sweeps/small_kernels_h100.json): at 64 rows 4.0 µs
-            # against 5.8 for four warps.
-            rows, num_warps = 1, max(4, min(16, block_d // 256))
-        else:
-            rows = max(1, min(16, 4096 // block_d))
-            num_warps = 4 if block_d * rows <= 4096 else 8
+    if M <= 64:
+        # Decode: up to 64 rows, latency-bound. One row a program and enough warps that
+        # each thread holds a few elements (short serial chains). H100, d 2560,
+        # graph-timed at 1, 8 and 64 rows (docs/sweeps/small_kernels_h100.json): at 64
+        # rows 4.0 µs against 5.8 for four warps; equal at 1 and 8.
+        default_rows, default_warps = 1, max(4, min(16, block_d // 256))
+    else:
+        default_rows = max(1, min(16, 4096 // block_d))
+        default_warps = 4 if block_d * default_rows <= 4096 else 8
+    rows = default_rows if rows is None else rows
+    num_warps = default_warps if num_warps is None else num_warps
     rr = r2 if r2 is not None else h2
     _add_rmsnorm_kernel[(triton.cdiv(M, rows),)](
         h2, rr, weight.contiguous(), x, r_out, scale if scale is not None else r_out,

@@ -72,8 +72,12 @@ class PrefillGraphs:
 
     def __init__(self, hidden: torch.Tensor):
         self.pool = torch.cuda.graph_pool_handle()
-        self.h = [torch.empty_like(hidden) for _ in range(2)]
-        self.r = [torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) for _ in range(2)]
+        # The pairs are allocated at the first capture, not here: a prompt length seen
+        # once (eager) needs none, and the eager first call's activations would
+        # otherwise peak on top of them.
+        self.like = (tuple(hidden.shape), hidden.dtype, hidden.device)
+        self.h: list[torch.Tensor] = []
+        self.r: list[torch.Tensor] = []
         self.calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.captured = False
@@ -108,6 +112,10 @@ class PrefillGraphs:
         st.calls[block] = st.calls.get(block, 0) + 1
         if st.calls[block] < 2:
             return block._forward_kernels(hidden, residual, cache)
+        if not st.h:
+            shape, dtype, device = st.like
+            st.h = [torch.empty(shape, dtype=dtype, device=device) for _ in range(2)]
+            st.r = [torch.empty(shape, dtype=torch.float32, device=device) for _ in range(2)]
         src = next((k for k in (0, 1) if hidden.data_ptr() == st.h[k].data_ptr()
                     and (residual is None or residual.data_ptr() == st.r[k].data_ptr())), None)
         if src is None:

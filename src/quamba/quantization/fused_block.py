@@ -70,6 +70,7 @@ class FusedQBlock(Block):
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                    mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
+        del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
         xq, zq = xzq[..., :d], xzq[..., d:]
         # The conv and scan states are updated in place in the cache (no copies).
         uq, _ = tk.causal_conv1d_int8(
@@ -90,10 +91,12 @@ class FusedQBlock(Block):
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
             dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale)
+        del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
             yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)
+        del y
         out = tk.int8_linear(yq, mixer.out_proj.weight, mixer.out_proj.input_scale, mixer.out_proj.weight_scale,
                              mixer.out_proj.bias, out_dtype=out_dtype, out=None if out is None else out[0],
                              static_weight=True)

@@ -13,10 +13,11 @@ from quamba.kernels.triton import int8_linear, int8_linear_quant  # noqa: E402
 
 from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
-# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small; M == 1 with N <= K the
+# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small; M <= 8 with N <= K the
 # CUDA-core row kernel), larger M the GEMM.
 SHAPES = shapes(
-    gpu=[(1, 1280, 384), (1, 2560, 5120), (7, 1536, 1280), (33, 384, 1536), (64, 1280, 1536),
+    gpu=[(1, 1280, 384), (1, 2560, 5120), (5, 2560, 5120), (8, 192, 5120), (7, 1536, 1280), (33, 384, 1536),
+         (64, 1280, 1536),
          (65, 384, 1280), (300, 1536, 384), (2048, 1280, 1536)],
     cpu=[(1, 96, 80), (1, 40, 200), (3, 64, 384), (7, 48, 64), (33, 40, 72), (70, 48, 80)],
 )

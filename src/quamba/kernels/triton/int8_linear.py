@@ -17,8 +17,9 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
   column block (a counter per block, reset after use) reduces them and runs the
   epilogue, so one launch does it all. int32 sums are exact, so the result does
   not depend on arrival order.
-* one token (M == 1) and N <= K (out_proj, x_proj): a CUDA-core dot product
-  per output row, one row per program, no tensor cores. Measured in a CUDA
+* up to 8 tokens (QUAMBA_GEMV_ROWS_MAX_M) and N <= K (out_proj, x_proj): a CUDA-core
+  dot product per output row and token, one row per program (its weight row loaded
+  once, for every token), no tensor cores. Measured in a CUDA
   graph on cold weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b
   shapes), it beats the tensor-core kernel where the weight is narrow:
   out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj the
@@ -214,19 +215,20 @@ def _int8_gemv_kernel(
 def _int8_gemv_rows_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     N, K,
-    stride_xk, stride_wn, stride_wk, stride_on,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr,
 ):
-    """One token: out[n] = sum_k x[k] * W[n, k] for BLOCK_N rows, on the CUDA cores.
+    """A few tokens: out[m, n] = sum_k x[m, k] * W[n, k] for BLOCK_N rows of W and the
+    M_ROWS tokens, on the CUDA cores.
 
-    SINGLE_PASS (BLOCK_K >= K): the program's whole weight slab in one load. With
-    EARLY_WEIGHT (the caller promises the weight is static: no kernel writes it)
-    that load comes *before* ``pdl_wait``, so under programmatic dependent launch
-    the programs that fit on the GPU while the previous (latency-bound) kernel
-    still runs stream their weights during it."""
+    SINGLE_PASS (BLOCK_K >= K): the program's whole weight slab in one load, reused for
+    every token (M_ROWS > 1 only here). With EARLY_WEIGHT (the caller promises the
+    weight is static: no kernel writes it) that load comes *before* ``pdl_wait``, so
+    under programmatic dependent launch the programs that fit on the GPU while the
+    previous (latency-bound) kernel still runs stream their weights during it."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     nm = offs_n < N
@@ -238,8 +240,16 @@ def _int8_gemv_rows_kernel(
                     mask=nm[:, None] & km[None, :], other=0)
         if EARLY_WEIGHT:
             pdl_wait(USE_PDL)
+        w = w.to(tl.int32)
+        for m in tl.static_range(1, M_ROWS):   # tokens 1.. here; token 0 below, as for one token
+            x = tl.load(x_ptr + m * stride_xm + offs_k * stride_xk, mask=km, other=0)
+            total_m = tl.reshape(tl.sum(w * x.to(tl.int32)[None, :], axis=1), (1, BLOCK_N))
+            out_m = _epilogue(total_m, tl.arange(0, 1) + m, offs_n, M_ROWS, N, x_scale_ptr, w_scale_ptr,
+                              bias_ptr, out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
+            tl.store(out_ptr + m * stride_om + offs_n[None, :] * stride_on, out_m.to(out_ptr.dtype.element_ty),
+                     mask=nm[None, :])
         x = tl.load(x_ptr + offs_k * stride_xk, mask=km, other=0)
-        total = tl.sum(w.to(tl.int32) * x.to(tl.int32)[None, :], axis=1)
+        total = tl.sum(w * x.to(tl.int32)[None, :], axis=1)
     else:
         pdl_wait(USE_PDL)
         # Elementwise int32 products, reduced once at the end: the loop body is loads
@@ -257,6 +267,15 @@ def _int8_gemv_rows_kernel(
     out = _epilogue(total, offs_m, offs_n, 1, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
                     X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
     tl.store(out_ptr + offs_n[None, :] * stride_on, out.to(out_ptr.dtype.element_ty), mask=nm[None, :])
+
+
+def _rows_max_m() -> int:
+    """Up to how many tokens the CUDA-core kernel serves narrow weights (QUAMBA_GEMV_ROWS_MAX_M,
+    default 8; 1 is the one-token-only routing of earlier versions, for A/B runs)."""
+    value = os.environ.get("QUAMBA_GEMV_ROWS_MAX_M", "8")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"QUAMBA_GEMV_ROWS_MAX_M={value!r}: use a positive integer")
+    return int(value)
 
 
 def _rows_config(N: int, K: int) -> dict | None:
@@ -394,15 +413,17 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                  QUANT_OUT=quant_out, OUT_PER_COL=out_per_col)
     args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
                 out_scale if quant_out else dummy)
-    rows_cfg = _rows_config(N, K) if M == 1 and _GEMV_OVERRIDE is None else None
+    rows_cfg = _rows_config(N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
+    if rows_cfg is not None and M > 1 and rows_cfg["BLOCK_K"] < K:
+        rows_cfg = None   # several tokens only in the single-pass variant (the slab reused from registers)
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
         if interpret_mode() and bk < K:
             bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
         _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
-            *args_ptr, N, K, x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(1),
-            **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight,
+            *args_ptr, N, K, x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
+            **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight, M_ROWS=M,
             num_warps=rows_cfg["num_warps"],
             **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:

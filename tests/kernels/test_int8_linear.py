@@ -13,13 +13,13 @@ from quamba.kernels.triton import int8_linear, int8_linear_quant  # noqa: E402
 
 from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
-# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small; M <= 8 with N <= K the
-# CUDA-core row kernel), larger M the GEMM.
+# (M, N, K): M <= 64 takes the decode kernel (split-K where N is small; M <= 2 with N <= K the
+# CUDA-core row kernel; test_gemv_rows_for_several_tokens raises that bound), larger M the GEMM.
 SHAPES = shapes(
-    gpu=[(1, 1280, 384), (1, 2560, 5120), (5, 2560, 5120), (8, 192, 5120), (7, 1536, 1280), (33, 384, 1536),
+    gpu=[(1, 1280, 384), (1, 2560, 5120), (2, 2560, 5120), (2, 192, 5120), (7, 1536, 1280), (33, 384, 1536),
          (64, 1280, 1536),
          (65, 384, 1280), (300, 1536, 384), (2048, 1280, 1536)],
-    cpu=[(1, 96, 80), (1, 40, 200), (3, 64, 384), (7, 48, 64), (33, 40, 72), (70, 48, 80)],
+    cpu=[(1, 96, 80), (1, 40, 200), (2, 64, 384), (3, 64, 384), (7, 48, 64), (33, 40, 72), (70, 48, 80)],
 )
 
 
@@ -138,3 +138,16 @@ def test_int8_linear_out_buffer(M, N, K, device):
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, ref)
     with pytest.raises(ValueError, match="out"):
         int8_linear(x_q, w_q, xs, ws, out=torch.empty(M, N + 1, dtype=torch.float16, device=device))
+
+
+@pytest.mark.parametrize("M", [3, 8])
+def test_gemv_rows_for_several_tokens(M, device, monkeypatch):
+    """The CUDA-core kernel with its bound raised (QUAMBA_GEMV_ROWS_MAX_M) serves M tokens
+    of a narrow weight, per-token input scales and a bias included."""
+    monkeypatch.setenv("QUAMBA_GEMV_ROWS_MAX_M", str(M))
+    N, K = (40, 200) if device.type == "cpu" else (2560, 5120)
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, True, True)
+    bias = torch.randn(N, device=device)
+    out = int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))

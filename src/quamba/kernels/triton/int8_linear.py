@@ -17,7 +17,7 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
   column block (a counter per block, reset after use) reduces them and runs the
   epilogue, so one launch does it all. int32 sums are exact, so the result does
   not depend on arrival order.
-* up to 8 tokens (QUAMBA_GEMV_ROWS_MAX_M) and N <= K (out_proj, x_proj): a CUDA-core
+* one or two tokens (QUAMBA_GEMV_ROWS_MAX_M) and N <= K (out_proj, x_proj): a CUDA-core
   dot product per output row and token, one row per program (its weight row loaded
   once, for every token), no tensor cores. Measured in a CUDA
   graph on cold weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b
@@ -271,8 +271,10 @@ def _int8_gemv_rows_kernel(
 
 def _rows_max_m() -> int:
     """Up to how many tokens the CUDA-core kernel serves narrow weights (QUAMBA_GEMV_ROWS_MAX_M,
-    default 8; 1 is the one-token-only routing of earlier versions, for A/B runs)."""
-    value = os.environ.get("QUAMBA_GEMV_ROWS_MAX_M", "8")
+    for A/B runs). Default 2: its int32 work grows with the tokens while the tensor-core
+    kernel's does not. 2.8b decode A/B (H100, docs/sweeps/rows_max_m_ab_b*_h100.json), 1 vs 8:
+    batch 2 2.92 -> 2.87 ms, batch 4 3.02 -> 3.42, batch 8 3.04 -> 4.34; batch 1 the same."""
+    value = os.environ.get("QUAMBA_GEMV_ROWS_MAX_M", "2")
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"QUAMBA_GEMV_ROWS_MAX_M={value!r}: use a positive integer")
     return int(value)

@@ -114,12 +114,14 @@ def set_mode(impl: str, config=None, dt_proj: str = "fused") -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seqlen", type=int, nargs="+", default=[512, 2048, 4096])
+    parser.add_argument("--seqlen", type=int, nargs="*", default=[512, 2048, 4096])
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
     parser.add_argument("--configs", default=None,
                         help='"BLOCK_D,CHUNK,WARPS,ROWS;..." instead of the built-in list')
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--no-decode", action="store_true")
+    parser.add_argument("--decode-batch", type=int, nargs="+", default=[1, 64],
+                        help="batch sizes of the decode-step comparison (dt_proj fused vs its own launch)")
     parser.add_argument("--json", default=None)
     opts = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA device"
@@ -177,7 +179,7 @@ def main():
             del args, proj, fused_args
 
     if not opts.no_decode:
-        for batch in (1, 64):
+        for batch in opts.decode_batch:
             args, proj = make_inputs(batch, 1)
             args["initial_state"] = state = torch.randn(batch, DIM, DSTATE, device="cuda")
             fused_args = {**args, "dt_q": None, **proj, "state_out": state}

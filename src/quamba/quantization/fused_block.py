@@ -13,8 +13,8 @@ will do and each step is one launch:
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-Seven launches a layer for a batch-1 decode step, where dt_proj runs inside the
-scan; with more tokens the scan wrapper launches dt_proj first (faster there, see
+Seven launches a layer for a decode step of up to 4 tokens, where dt_proj runs inside
+the scan; with more tokens the scan wrapper launches dt_proj first (faster there, see
 kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
@@ -83,7 +83,7 @@ class FusedQBlock(Block):
         dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale,
                                     static_weight=True)
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
-        # dt_proj's inputs go to the scan, which computes it inside (batch-1 decode) or
+        # dt_proj's inputs go to the scan, which computes it inside (decode, up to 4 tokens) or
         # launches int8_linear_quant first: the int8 dt is the same either way.
         y, _ = tk.selective_scan_int8(
             uq, us, None, ssm.dt_scale, mixer.A, Bq, ssm.B_scale, Cq, ssm.C_scale, ssm.D, zq, ssm.z_scale,

@@ -423,12 +423,13 @@ _PREFILL_IMPL = "chunked"
 _CHUNKED_CONFIG = (16, 8, 4, 2)
 # Given dt_proj's input (dt_low_q, ...), dt is computed inside the scan kernel
 # ("fused") or by int8_linear_quant first ("launch"); the int8 dt is the same.
-# H100, mamba-2.8b shapes (docs/sweeps/scan_sweep_h100.json): a batch-1 decode
-# step is faster fused (3.3 vs 4.5 µs: the launch is the cost), batch 64 is not
-# (36 vs 16 µs: every channel block redoes the rank-160 products on CUDA cores),
+# H100, mamba-2.8b shapes (docs/sweeps/scan_sweep_h100.json, scan_decode_batches_h100.json):
+# a decode step of up to 4 tokens is faster fused (batch 1: 3.3 vs 4.5 µs, 2: 3.7 vs
+# 4.8, 4: 4.6 vs 5.6: the launch is the cost), from 8 on it is not (8: 7.6 vs 5.6;
+# 64: 36 vs 16 µs: every channel block redoes the rank-160 products on CUDA cores),
 # nor is a 2048-token prefill (0.57 ms fused vs 0.34 + 0.10 ms).
 _PREFILL_DT_PROJ = "launch"
-_FUSED_DT_MAX_DECODE_ROWS = 1
+_FUSED_DT_MAX_DECODE_ROWS = 4
 # Under the interpreter, the chunked kernel composes a chunk's steps "in_order"
 # (bit-identical to "associative", which the interpreter runs one element at a
 # time in Python: tens of seconds for a small model's forward).

@@ -45,11 +45,7 @@ def phases(method):
 
     with torch.inference_mode():
         if method == "mamba-ssm-fp16":
-            from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
-            from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-            model = MambaLMHeadModel(SsmConfig(d_model=config.d_model, n_layer=config.n_layer,
-                                               vocab_size=config.vocab_size, pad_vocab_size_multiple=8),
-                                     device="cuda", dtype=torch.float16).eval()
+            model = B.mamba_ssm_model(config)
         else:
             model = {"fp16": B.random_fp_model, "w8a8": B.random_w8a8_model}[method](config)
         mark("build")

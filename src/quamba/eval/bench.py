@@ -35,7 +35,7 @@ from quamba.models.config import MambaConfig
 from quamba.models.mamba import MambaLM
 
 __all__ = ["run_bench", "SHAPES", "shape_config", "random_fp_model", "random_w8a8_model", "bench_model", "bench_mamba_ssm",
-           "environment"]
+           "mamba_ssm_model", "environment"]
 
 # (d_model, n_layer) of state-spaces/mamba-*; vocab 50277 padded to 50280.
 SHAPES = {"mamba-130m": (768, 24), "mamba-370m": (1024, 48), "mamba-790m": (1536, 48),
@@ -195,17 +195,22 @@ def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], ba
     return rows
 
 
+def mamba_ssm_model(config: MambaConfig):
+    """mamba-ssm's fp16 MambaLMHeadModel of ``config``'s shape, random weights, on CUDA."""
+    from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    torch.manual_seed(0)
+    return MambaLMHeadModel(SsmConfig(d_model=config.d_model, n_layer=config.n_layer, vocab_size=config.vocab_size,
+                                      pad_vocab_size_multiple=8), device="cuda", dtype=torch.float16).eval()
+
+
 @torch.inference_mode()
 def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[int], reps: int = 20,
                     gen: int = 64, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """mamba-ssm's fp16 MambaLMHeadModel on the same shape (the speed anchor)."""
-    from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
-    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-
     _fresh_peak()
-    torch.manual_seed(0)
-    model = MambaLMHeadModel(SsmConfig(d_model=config.d_model, n_layer=config.n_layer, vocab_size=config.vocab_size,
-                                       pad_vocab_size_multiple=8), device="cuda", dtype=torch.float16).eval()
+    model = mamba_ssm_model(config)
 
     def decode_ms(batch):
         # per-token time = (generate N+gen) - (generate N+1), over gen-1 tokens, CUDA graphs on

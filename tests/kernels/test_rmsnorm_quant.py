@@ -96,7 +96,8 @@ def test_add_rmsnorm_rejects_bad_inputs(device):
 
 def test_residual_out_buffer(device):
     """residual_out= writes the new residual into a given buffer (the prefill graphs'
-    ping-pong pair) with the same values as a fresh one; a wrong buffer is refused."""
+    pair) with the same values as a fresh one, also in place over the residual input;
+    a wrong buffer is refused."""
     h = torch.randn(2, 5, 48, device=device, dtype=torch.float16)
     r = torch.randn(2, 5, 48, device=device)
     w = torch.rand(48, device=device) + 0.5
@@ -107,5 +108,9 @@ def test_residual_out_buffer(device):
         x2, res2 = fn(h, r, w, 1e-5, last, residual_out=buf)
         assert res2.data_ptr() == buf.data_ptr()
         assert torch.equal(res2, res) and torch.equal(x2, x)
+        inplace = r.clone()
+        x3, res3 = fn(h, inplace, w, 1e-5, last, residual_out=inplace)
+        assert res3.data_ptr() == inplace.data_ptr()
+        assert torch.equal(res3, res) and torch.equal(x3, x)
         with pytest.raises(ValueError, match="residual_out"):
             fn(h, r, w, 1e-5, last, residual_out=torch.empty(2, 5, 48, device=device, dtype=torch.float16))

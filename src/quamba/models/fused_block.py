@@ -82,7 +82,8 @@ def fused_forward_kernels(block: "Block", hidden, residual, cache: "LayerCache |
     """hidden: (batch, seqlen, d_model); residual: fp32 or None.
     Returns (mixer output in hidden's dtype, new residual fp32); the cache states
     are updated in place. out: optional (hidden_out, residual_out) buffers for the
-    results (the prefill graphs' ping-pong pair, which then needs no copy)."""
+    results (the prefill graphs' pair, which then needs no copy; they may be the inputs
+    themselves: hidden is read only by the norm, before out_proj writes out)."""
     from quamba.kernels import triton as tk
 
     mixer = block.mixer

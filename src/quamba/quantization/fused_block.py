@@ -57,7 +57,8 @@ class FusedQBlock(Block):
 
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """out: optional (hidden_out, residual_out) buffers to write the results into
-        (the prefill graphs' ping-pong pair, which then needs no copy)."""
+        (the prefill graphs' pair, which then needs no copy). They may be hidden and
+        residual themselves: hidden is read only by the norm, before out_proj writes out."""
         from quamba.kernels import triton as tk
 
         mixer = self.mixer

@@ -60,7 +60,8 @@ def rmsnorm_quant(
     eps: float; scale: per-tensor fp32.
     Returns x_q (..., d) int8 = quantize(rmsnorm(hidden + residual) * weight, scale)
     and residual_out (..., d) fp32 = hidden + residual (written to ``residual_out``
-    when given: a contiguous fp32 tensor of hidden's shape, not aliasing the inputs)."""
+    when given: a contiguous fp32 tensor of hidden's shape; it may be ``residual``
+    itself, updated in place, as each row is read before it is written)."""
     op = "rmsnorm_quant"
     check_device(op, hidden, residual, weight, scale, residual_out)
     _check(op, hidden, residual, weight)

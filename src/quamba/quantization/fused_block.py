@@ -7,18 +7,15 @@ will do and each step is one launch:
     rmsnorm_quant(hidden + residual)       -> int8 normed input, fp32 residual
     int8_linear_quant (in_proj)            -> int8 x, int8 z (per-column output scale: one launch)
     causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), conv state in place
-                                              (a decode step: in in_proj's epilogue, same launch)
     int8_linear_quant (x_proj)             -> int8 dt_low, B, C (per-column output scale)
     selective_scan_int8                    -> dt_proj (int32, requantized to int8 dt), fp16 y (D skip,
                                               SiLU(z) gate fused), fp32 state in place
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-Six launches a layer for a decode step of up to 4 sequences, where the conv runs in
-in_proj's epilogue and dt_proj inside the scan; with more sequences the scan wrapper
-launches dt_proj first (faster there, see kernels/triton/selective_scan.py), seven;
-a prefill, eight (``QUAMBA_FUSED_CONV_STEP=0`` gives the conv step its own launch,
-for A/B runs). No state copies; decoding captures the
+Seven launches a layer for a decode step of up to 4 tokens, where dt_proj runs inside
+the scan; with more tokens the scan wrapper launches dt_proj first (faster there, see
+kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
@@ -30,8 +27,6 @@ itself (see ``models/prefill_graphs.py``). ``QUAMBA_PREFILL_GRAPHS=0`` turns tha
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -74,24 +69,15 @@ class FusedQBlock(Block):
                                         residual_out=None if out is None else out[1])
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
-        conv = mixer.conv1d
-        if cache is not None and hq.shape[1] == 1 and os.environ.get("QUAMBA_FUSED_CONV_STEP", "1") != "0":
-            # A decode step: the conv's step runs in in_proj's epilogue (one launch less a layer).
-            xzq, uq = tk.int8_linear_quant_conv_step(
-                hq, mixer.in_proj.weight, mixer.in_proj.input_scale, mixer.in_proj.weight_scale, xz_scale,
-                conv.weight, conv.weight_scale, conv.bias, conv.input_scale, cache.conv_state,
-                mixer.x_proj.input_scale, static_weight=True)
-            del hq
-        else:
-            xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
-                                       mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
-            del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
-            # The conv state is updated in place in the cache (no copies).
-            uq, _ = tk.causal_conv1d_int8(
-                xzq[..., :d], conv.input_scale, conv.weight, conv.weight_scale, conv.bias,
-                None if cache is None else cache.conv_state, mixer.x_proj.input_scale,
-                state_out=None if cache is None else cache.conv_state)
-        zq = xzq[..., d:]
+        xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
+                                   mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
+        del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
+        xq, zq = xzq[..., :d], xzq[..., d:]
+        # The conv and scan states are updated in place in the cache (no copies).
+        uq, _ = tk.causal_conv1d_int8(
+            xq, mixer.conv1d.input_scale, mixer.conv1d.weight, mixer.conv1d.weight_scale, mixer.conv1d.bias,
+            None if cache is None else cache.conv_state, mixer.x_proj.input_scale,
+            state_out=None if cache is None else cache.conv_state)
         us = mixer.x_proj.input_scale
         # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
         dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
@@ -106,7 +92,7 @@ class FusedQBlock(Block):
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
             dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale)
-        del xzq, zq, uq, dblq, lq, Bq, Cq
+        del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
             yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)
         else:

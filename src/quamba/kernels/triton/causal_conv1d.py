@@ -20,33 +20,7 @@ import triton.language as tl
 
 from ._common import check_device, check_dtype, check_shape, next_pow2, pdl_launch_options, pdl_wait, quantize_int8
 
-__all__ = ["causal_conv1d", "conv_output"]
-
-
-@triton.jit
-def conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
-                IS_INT8: tl.constexpr, W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SILU: tl.constexpr):
-    """acc: (rows, BLOCK_D) fp32 sum of the taps (on the int8 path, of the int8 products:
-    exact integers) -> the output tile: int8 (IS_INT8) or fp32. Shared with the conv step
-    fused into in_proj's decode GEMV (int8_linear.py), so both round alike."""
-    if IS_INT8:
-        if W_PER_CHANNEL:
-            w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
-        else:
-            w_scale = tl.load(w_scale_ptr)
-        # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
-        acc = acc * (tl.load(x_scale_ptr) * w_scale)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[None, :]
-    if SILU:
-        acc = acc / (1.0 + tl.exp(-acc))
-    # One return: a jit function's returns must agree in type (the interpreter does not check).
-    if IS_INT8:
-        res = quantize_int8(acc, tl.load(out_scale_ptr))
-    else:
-        res = acc
-    return res
+__all__ = ["causal_conv1d"]
 
 
 @triton.jit
@@ -90,10 +64,21 @@ def _causal_conv1d_kernel(
                          mask=sm[:, None] & d_mask[None, :], other=0)
             xv = tl.where(xm[:, None], xv, sv.to(x_ty))
         acc += xv.to(tl.float32) * w_k[None, :]
-    res = conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
-                      IS_INT8, W_PER_CHANNEL, HAS_BIAS, SILU)
-    if not IS_INT8:
-        res = res.to(out_ptr.dtype.element_ty)
+    if IS_INT8:
+        if W_PER_CHANNEL:
+            w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
+        else:
+            w_scale = tl.load(w_scale_ptr)
+        # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
+        acc = acc * (tl.load(x_scale_ptr) * w_scale)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[None, :]
+    if SILU:
+        acc = acc / (1.0 + tl.exp(-acc))
+    if IS_INT8:
+        res = quantize_int8(acc, tl.load(out_scale_ptr))
+    else:
+        res = acc.to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + pid_b * stride_ob + offs_l[:, None] * stride_ol + offs_d[None, :] * stride_od,
              res, mask=(offs_l < L)[:, None] & d_mask[None, :])
 

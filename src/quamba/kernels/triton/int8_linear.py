@@ -42,15 +42,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale)
-from .causal_conv1d import conv_output
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
+                      quantize_int8, scalar_scale)
 
-__all__ = ["int8_linear", "int8_linear_quant", "int8_linear_quant_conv_step", "DECODE_MAX_M"]
+__all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
 
 DECODE_MAX_M = 64
-# Up to how many sequences in_proj's decode GEMV runs the conv step in its epilogue.
-CONV_STEP_MAX_M = 64
 
 
 @triton.jit
@@ -158,68 +155,17 @@ _int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N"
 # ----------------------------------------------------------------------------- decode GEMV
 
 @triton.jit
-def _conv_past(offs_m, offs_n, M, D, cw_ptr, state_ptr, stride_cwd, stride_cwk, stride_sb, stride_sd, stride_sk,
-               WIDTH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """What the conv's decode step needs besides the new input, loaded before the K loop
-    (before ``pdl_wait`` even: only this kernel writes the conv state, a token earlier),
-    so that the epilogue has no loads to wait for: the sum of the taps over the state
-    (fp32; int8 products, so exact integers), state[1:] packed one byte each into an
-    int32 (the next state's head) and the weight of the new input's tap."""
-    cm = offs_n < D
-    mask = (offs_m < M)[:, None] & cm[None, :]
-    s_ptrs = state_ptr + offs_m[:, None] * stride_sb + offs_n[None, :] * stride_sd
-    past = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    head = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k in tl.static_range(WIDTH - 1):
-        w_k = tl.load(cw_ptr + offs_n * stride_cwd + k * stride_cwk, mask=cm, other=0).to(tl.float32)
-        s_k = tl.load(s_ptrs + k * stride_sk, mask=mask, other=0)
-        past += s_k.to(tl.float32) * w_k[None, :]
-        if k > 0:
-            head |= (s_k.to(tl.int32) & 255) << (8 * (k - 1))
-    w_new = tl.load(cw_ptr + offs_n * stride_cwd + (WIDTH - 1) * stride_cwk, mask=cm, other=0).to(tl.float32)
-    return past, head, w_new
-
-
-@triton.jit
-def _conv_step(xq, past, head, w_new, offs_m, offs_n, M, D,
-               cw_scale_ptr, cb_ptr, cx_scale_ptr, cu_scale_ptr, state_ptr, u_ptr,
-               stride_sb, stride_sd, stride_sk, stride_um,
-               WIDTH: tl.constexpr, CW_PER_CHANNEL: tl.constexpr, HAS_CONV_BIAS: tl.constexpr):
-    """One decode step of the int8 causal conv1d + SiLU for the channels of this tile:
-    xq (BLOCK_M sequences, BLOCK_N columns) int8 is in_proj's requantized output, and
-    its columns below D are the conv's input channels (one new token per sequence);
-    past, head, w_new come from ``_conv_past``. Writes u[m, n] and the new state
-    (state[1:], then xq) in place. The same arithmetic as the conv kernel
-    (``conv_output``; the tap sum is exact, so its order does not matter)."""
-    cm = offs_n < D
-    mask = (offs_m < M)[:, None] & cm[None, :]
-    acc = past + xq.to(tl.float32) * w_new[None, :]
-    u = conv_output(acc, offs_n, cm, cx_scale_ptr, cw_scale_ptr, cb_ptr, cu_scale_ptr,
-                    True, CW_PER_CHANNEL, HAS_CONV_BIAS, True)
-    tl.store(u_ptr + offs_m[:, None] * stride_um + offs_n[None, :], u, mask=mask)
-    s_ptrs = state_ptr + offs_m[:, None] * stride_sb + offs_n[None, :] * stride_sd
-    for k in tl.static_range(WIDTH - 2):
-        tl.store(s_ptrs + k * stride_sk, ((head >> (8 * k)) & 255).to(tl.int8), mask=mask)
-    tl.store(s_ptrs + (WIDTH - 2) * stride_sk, xq, mask=mask)
-
-
-@triton.jit
 def _int8_gemv_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     ws_ptr, lock_ptr,
     M, N, K, K_PER_SPLIT,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
-    cw_ptr, cw_scale_ptr, cb_ptr, cx_scale_ptr, cu_scale_ptr, state_ptr, u_ptr, D_CONV,
-    stride_cwd, stride_cwk, stride_sb, stride_sd, stride_sk, stride_um,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    CONV_WIDTH: tl.constexpr, CW_PER_CHANNEL: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
-    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
-    CONV_WIDTH > 0: the columns below D_CONV also go through the conv step
-    (``_conv_step``); the cw_/cx_/cu_/state/u arguments are unused otherwise."""
+    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -230,9 +176,6 @@ def _int8_gemv_kernel(
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-    if CONV_WIDTH > 0:
-        past, head, w_new = _conv_past(offs_m, offs_n, M, D_CONV, cw_ptr, state_ptr, stride_cwd, stride_cwk,
-                                       stride_sb, stride_sd, stride_sk, CONV_WIDTH, BLOCK_M, BLOCK_N)
     pdl_wait(USE_PDL)
     for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
@@ -249,10 +192,6 @@ def _int8_gemv_kernel(
         out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
                         X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
-        if CONV_WIDTH > 0:
-            _conv_step(out, past, head, w_new, offs_m, offs_n, M, D_CONV, cw_scale_ptr, cb_ptr, cx_scale_ptr,
-                       cu_scale_ptr, state_ptr, u_ptr, stride_sb, stride_sd, stride_sk, stride_um,
-                       CONV_WIDTH, CW_PER_CHANNEL, HAS_CONV_BIAS)
     else:
         # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
         ws_tile = ws_ptr + pid_k * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
@@ -269,10 +208,6 @@ def _int8_gemv_kernel(
             out = _epilogue(total, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr,
                             out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
             tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
-            if CONV_WIDTH > 0:
-                _conv_step(out, past, head, w_new, offs_m, offs_n, M, D_CONV, cw_scale_ptr, cb_ptr,
-                           cx_scale_ptr, cu_scale_ptr, state_ptr, u_ptr, stride_sb, stride_sd, stride_sk,
-                           stride_um, CONV_WIDTH, CW_PER_CHANNEL, HAS_CONV_BIAS)
             tl.atomic_xchg(lock_ptr + pid_n, 0)               # ready for the next launch
 
 
@@ -419,21 +354,7 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _route(M: int, N: int, K: int) -> tuple[str, dict | None]:
-    """Which kernel serves M tokens of an (N, K) weight: "rows" (with its config),
-    "gemv" or "gemm"."""
-    rows_cfg = _rows_config(N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
-    if rows_cfg is not None and M > 1 and rows_cfg["BLOCK_K"] < K:
-        rows_cfg = None   # several tokens only in the single-pass variant (the slab reused from registers)
-    if rows_cfg is not None:
-        return "rows", rows_cfg
-    return ("gemv" if M <= DECODE_MAX_M else "gemm"), None
-
-
-def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False,
-            conv=None):
-    """conv: (weight, w_scale, bias, x_scale, out_scale, state, u) of a conv step fused
-    into the epilogue; only on the "gemv" route (the caller checks ``_route``)."""
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False):
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
@@ -494,8 +415,10 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                  QUANT_OUT=quant_out, OUT_PER_COL=out_per_col)
     args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
                 out_scale if quant_out else dummy)
-    route, rows_cfg = _route(M, N, K)
-    if route == "rows":
+    rows_cfg = _rows_config(N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
+    if rows_cfg is not None and M > 1 and rows_cfg["BLOCK_K"] < K:
+        rows_cfg = None   # several tokens only in the single-pass variant (the slab reused from registers)
+    if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
         if interpret_mode() and bk < K:
@@ -505,29 +428,19 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight, M_ROWS=M,
             num_warps=rows_cfg["num_warps"],
             **pdl_launch_options(x_q.device))
-    elif route == "gemv":
+    elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
         split = cfg["SPLIT_K"]
         n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
         locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
-        if conv is None:
-            conv_ptrs, conv_ints, conv_flags = (dummy,) * 7 + (0,), (0,) * 6, dict(
-                CONV_WIDTH=0, CW_PER_CHANNEL=False, HAS_CONV_BIAS=False)
-        else:
-            cw, cws, cb, cxs, cus, state, u = conv
-            conv_ptrs = (cw, cws, cb if cb is not None else cws, cxs, cus, state, u, cw.shape[0])
-            conv_ints = (cw.stride(0), cw.stride(1), state.stride(0), state.stride(1), state.stride(2),
-                         u.stride(0))
-            conv_flags = dict(CONV_WIDTH=cw.shape[1], CW_PER_CHANNEL=cws.numel() > 1, HAS_CONV_BIAS=cb is not None)
         _int8_gemv_kernel[(n_blocks, split)](
             *args_ptr, ws, locks,
             M, N, K, cfg["K_PER_SPLIT"],
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
-            *conv_ptrs, *conv_ints,
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            SPLIT_K=split, **conv_flags, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
@@ -581,59 +494,3 @@ def int8_linear_quant(
     input but have different output scales, e.g. in_proj's x and z halves)."""
     return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant",
                    static_weight=static_weight)
-
-
-def int8_linear_quant_conv_step(
-    x_q: torch.Tensor,
-    w_q: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_scale: torch.Tensor,
-    out_scale: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_w_scale: torch.Tensor,
-    conv_bias: torch.Tensor | None,
-    conv_x_scale: torch.Tensor,
-    conv_state: torch.Tensor,
-    conv_out_scale: torch.Tensor,
-    static_weight: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """in_proj and the conv's decode step in one launch (a decode step: one token per
-    sequence). x_q: (batch, 1, K) int8; w_q, x_scale, w_scale, out_scale as in
-    ``int8_linear_quant``; conv_weight: (D, width) int8 with D <= N, its input the first
-    D output columns (read on the conv_x_scale grid); conv_w_scale: per-tensor or (D,);
-    conv_bias: (D,) or None; conv_state: (batch, D, width - 1) int8, updated in place;
-    conv_out_scale: per-tensor. Returns xz_q (batch, 1, N) int8 and u_q (batch, 1, D) int8:
-    the same as ``int8_linear_quant`` followed by ``causal_conv1d_int8`` on xz_q[..., :D]
-    (which is what runs where the fused kernel does not: more than CONV_STEP_MAX_M
-    sequences, the CUDA-core route, a conv wider than 6). The conv step sits in the GEMV's epilogue: each program has its
-    columns' new inputs in registers, so the conv costs no launch and no int8 round trip."""
-    op = "int8_linear_quant_conv_step"
-    check_device(op, x_q, conv_weight, conv_w_scale, conv_bias, conv_x_scale, conv_state, conv_out_scale)
-    check_dtype(op, "conv_weight", conv_weight, (torch.int8,))
-    check_dtype(op, "conv_state", conv_state, (torch.int8,))
-    if x_q.dim() != 3 or x_q.shape[1] != 1:
-        raise ValueError(f"{op}: x_q must be (batch, 1, K) (one decode step), got shape {tuple(x_q.shape)}")
-    batch, N = x_q.shape[0], w_q.shape[0]
-    if conv_weight.dim() != 2 or not 0 < conv_weight.shape[0] <= N or conv_weight.shape[1] < 2:
-        raise ValueError(f"{op}: conv_weight must be (D <= {N}, width >= 2), got shape {tuple(conv_weight.shape)}")
-    d, width = conv_weight.shape
-    check_shape(op, "conv_state", conv_state, (batch, d, width - 1))
-    if conv_bias is not None:
-        check_shape(op, "conv_bias", conv_bias, (d,))
-    if conv_w_scale.numel() not in (1, d):
-        raise ValueError(f"{op}: conv_w_scale must be per-tensor or ({d},), got shape {tuple(conv_w_scale.shape)}")
-    # The fused step packs state[1:] into an int32 (4 bytes: width <= 6).
-    if _route(batch, N, w_q.shape[1])[0] != "gemv" or batch > CONV_STEP_MAX_M or width > 6:
-        from .causal_conv1d_int8 import causal_conv1d_int8
-        xz = int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=static_weight)
-        u, _ = causal_conv1d_int8(xz[..., :d], conv_x_scale, conv_weight, conv_w_scale, conv_bias, conv_state,
-                                  conv_out_scale, state_out=conv_state)
-        return xz, u
-    u = torch.empty(batch, 1, d, dtype=torch.int8, device=x_q.device)
-    conv = (conv_weight, conv_w_scale.reshape(-1).float().contiguous(),
-            None if conv_bias is None else conv_bias.contiguous(),
-            scalar_scale(op, "conv_x_scale", conv_x_scale), scalar_scale(op, "conv_out_scale", conv_out_scale),
-            conv_state, u.view(batch, d))
-    xz = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=static_weight,
-                 conv=conv)
-    return xz, u

@@ -4,11 +4,12 @@ fp16 F.linear (cuBLAS), per projection of one shape. GPU only.
 Each point is the median over replays of a CUDA graph of 8 back-to-back calls
 (after autotuning), so neither host time nor the first call's tuning shows.
 
-    python benchmarks/prefill_gemm_check.py --shape 2.8b --json OUT
+    python benchmarks/prefill_gemm_check.py --shape 2.8b [--gemm-kinds pointer] --json OUT
 """
 
 import argparse
 import json
+import os
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,11 @@ from quamba.kernels.triton import int8_linear, int8_linear_quant
 parser = argparse.ArgumentParser()
 parser.add_argument("--shape", default="2.8b")
 parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048, 4096])
+parser.add_argument("--gemm-kinds", default="both", choices=["both", "tma", "pointer"],
+                    help="which prefill kernels the autotuner may pick (A/B of the TMA kernel)")
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
+os.environ["QUAMBA_PREFILL_GEMM"] = args.gemm_kinds
 
 
 config = B.shape_config(args.shape)
@@ -47,5 +51,6 @@ for M in args.tokens:
         rows.append({"name": name, "M": M, "N": N, "K": K, "int8_ms": ms8, "fp16_ms": ms16,
                      "int8_TOPS": ops / ms8 / 1e9, "fp16_TFLOPS": ops / ms16 / 1e9, "int8_over_fp16": ms8 / ms16})
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": args.shape, "rows": rows},
+json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": args.shape,
+           "gemm_kinds": args.gemm_kinds, "rows": rows},
           open(args.json, "w"), indent=1)

@@ -71,3 +71,14 @@ def test_measure_writes_a_memory_row_after_each_decode_batch(monkeypatch):
     assert rows[1] == {"kind": "memory", "batch": 1, "weight_bytes": 64, "peak_bytes": 10, "peak_reserved_bytes": 20}
     assert rows[3]["peak_bytes"] == 90 and rows[3]["peak_reserved_bytes"] == 180
     assert rows[2]["tokens_per_s"] == pytest.approx(8 / 9.0 * 1e3)
+
+
+def test_environment_records_the_kernel_switches(monkeypatch):
+    """A bench JSON says which QUAMBA_* switches it ran with (an A/B run's command line does not)."""
+    from quamba.eval.bench import environment
+
+    monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "pointer")
+    monkeypatch.delenv("QUAMBA_PDL", raising=False)
+    env = environment()
+    assert env["switches"]["QUAMBA_PREFILL_GEMM"] == "pointer"
+    assert "QUAMBA_PDL" not in env["switches"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from quamba.kernels.int8_linear_ref import int8_linear_ref  # noqa: E402
 from quamba.kernels.quantize_ref import quantize_ref  # noqa: E402
 from quamba.kernels.triton import int8_linear, int8_linear_quant  # noqa: E402
 
-from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
+from ._helpers import GPU, assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
 # (M, N, K): M <= 64 takes the decode kernel (split-K where N is small; M <= 2 with N <= K the
 # CUDA-core row kernel; test_gemv_rows_for_several_tokens raises that bound), larger M the GEMM.
@@ -122,6 +124,13 @@ def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
     assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
 
 
+def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
+    monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
+    lin = importlib.import_module("quamba.kernels.triton.int8_linear")
+    with pytest.raises(ValueError, match="QUAMBA_PREFILL_GEMM"):
+        lin._gemm_kinds()
+
+
 def test_unknown_gemv_routing_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_GEMV_ROWS", "narow")
     x_q, w_q, xs, ws = _inputs(1, 40, 200, device, False, False)
@@ -152,3 +161,37 @@ def test_gemv_rows_for_several_tokens(M, device, monkeypatch):
     out = int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
     ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+HOPPER = GPU and torch.cuda.get_device_capability() >= (9, 0)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the TMA prefill kernel needs sm_90+ (the interpreter runs the pointer kernel)")
+@pytest.mark.parametrize("kinds", ["tma", "pointer"])
+def test_prefill_gemm_kinds_match_ref(kinds, device, monkeypatch):
+    """Each prefill kernel alone (the autotuner limited to the TMA or the pointer tiles)
+    gives the reference result, plain and requantized, on aligned shapes, a short K, a
+    narrow N, ragged edges and a strided input view; TMA is chosen where it applies and
+    refused where a row is not 16-byte aligned (K = 200)."""
+    lin = importlib.import_module("quamba.kernels.triton.int8_linear")
+    monkeypatch.setenv("QUAMBA_PREFILL_GEMM", kinds)
+    lin._int8_gemm_tuned.cache.clear()
+    try:
+        for M, N, K in [(300, 1536, 384), (2048, 5120, 160), (1000, 192, 5120), (333, 250, 1040), (129, 96, 200)]:
+            x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
+            bias = torch.randn(N, device=device)
+            ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+            out = int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+            s = scale_for(ref)
+            assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
+            wide = rand_int8(M, K + 32, device=device)      # a strided view: rows K + 32 apart
+            ref_v = int8_linear_ref(wide[:, :K].contiguous(), w_q, xs, ws, out_dtype=torch.float32)
+            torch.testing.assert_close(int8_linear(wide[:, :K], w_q, xs, ws, out_dtype=torch.float32), ref_v,
+                                       rtol=1e-5, atol=1e-5 * float(ref_v.abs().max()))
+        chosen = {key: cfg.kwargs["TMA"] for key, cfg in lin._int8_gemm_tuned.cache.items()}
+        aligned = [tma for key, tma in chosen.items() if key[2] != 200]
+        assert aligned and all(tma == (kinds == "tma") for tma in aligned), chosen
+        assert not any(tma for key, tma in chosen.items() if key[2] == 200)
+    finally:
+        lin._int8_gemm_tuned.cache.clear()

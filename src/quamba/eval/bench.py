@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import platform
 import statistics
 from collections.abc import Callable
@@ -240,6 +241,8 @@ def environment() -> dict:
             env[name] = __import__(name).__version__
         except Exception:
             env[name] = None
+    # The kernel switches (docs/kernels.md) a run was made with: the command alone does not say.
+    env["switches"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("QUAMBA_")}
     return env
 
 

@@ -8,7 +8,8 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
 
 * prefill (M > 64): a tiled GEMM, (BLOCK_M, BLOCK_N) output tiles, K loop with
   software pipelining, grouped tile order for L2 reuse, autotuned per
-  (M bucket, N, K).
+  (M bucket, N, K). On Hopper the autotuner also tries a persistent variant whose
+  tiles come in through TMA descriptors (faster for the wide in_proj).
 * decode (M <= 64): memory-bound on the weight. Computed transposed,
   out^T = W @ x^T, so the weight rows fill the MMA's large M side and the few
   tokens (padded to 16/32/64) the small N side; every weight byte is read once.
@@ -79,44 +80,77 @@ def _epilogue(acc, offs_m, offs_n, M, N,
 # ----------------------------------------------------------------------------- prefill GEMM
 
 @triton.jit
-def _int8_gemm_kernel(
-    x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
-    M, N, K, M_BUCKET,
-    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
-    X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
-    QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-):
-    # Grouped ordering: GROUP_M row-blocks share each weight column block while
-    # it is in L2.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    group = pid // (GROUP_M * num_pid_n)
+def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Grouped ordering: GROUP_M row-blocks share each weight column block while it is in L2."""
+    group = tile // (GROUP_M * num_pid_n)
     first_m = group * GROUP_M
     group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * num_pid_n)) % group_size
-    pid_n = (pid % (GROUP_M * num_pid_n)) // group_size
+    pid_m = first_m + (tile % (GROUP_M * num_pid_n)) % group_size
+    pid_n = (tile % (GROUP_M * num_pid_n)) // group_size
+    return pid_m, pid_n
 
+
+@triton.jit
+def _store_tile(acc, pid_m, pid_n, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr, M, N,
+                stride_om, stride_on,
+                X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    w_ptrs = w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk   # (BK, BN) = W^T
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
-        x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
-        w = tl.load(w_ptrs, mask=(offs_n[None, :] < N) & (offs_k[:, None] < k_left), other=0)
-        acc = tl.dot(x, w, acc, out_dtype=tl.int32)
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
-
     out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
                     X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
     o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty),
              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _int8_gemm_kernel(
+    x_ptr, w_ptr, x_desc, w_desc, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+    M, N, K, M_BUCKET, TMA_OK,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+    X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    TMA: tl.constexpr,
+):
+    """TMA (Hopper): persistent, one program an SM walking the output tiles, x and W tiles
+    loaded by the tensor-memory accelerator from host descriptors (zero-filled past the
+    edges); the pipeliner overlaps a tile's epilogue with the next tile's loads. Else a
+    program per tile with pointer loads (x_desc, w_desc unused). M_BUCKET and TMA_OK
+    (descriptors given) only key the autotuner's choice."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    if TMA:
+        for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, tl.num_programs(0), flatten=True):
+            pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            for k0 in range(0, K, BLOCK_K):
+                x = x_desc.load([pid_m * BLOCK_M, k0])
+                w = w_desc.load([pid_n * BLOCK_N, k0])
+                acc = tl.dot(x, w.T, acc, out_dtype=tl.int32)
+            _store_tile(acc, pid_m, pid_n, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr, M, N,
+                        stride_om, stride_on, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL,
+                        BLOCK_M, BLOCK_N)
+    else:
+        pid_m, pid_n = _tile_coords(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+        w_ptrs = w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk   # (BK, BN) = W^T
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            k_left = K - k * BLOCK_K
+            x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
+            w = tl.load(w_ptrs, mask=(offs_n[None, :] < N) & (offs_k[:, None] < k_left), other=0)
+            acc = tl.dot(x, w, acc, out_dtype=tl.int32)
+            x_ptrs += BLOCK_K * stride_xk
+            w_ptrs += BLOCK_K * stride_wk
+        _store_tile(acc, pid_m, pid_n, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr, M, N,
+                    stride_om, stride_on, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL,
+                    BLOCK_M, BLOCK_N)
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps), tried for every shape.
@@ -142,22 +176,73 @@ _SHORT_K_TILES = [
 _SHORT_K = 256
 
 
+# Persistent TMA tiles (sm_90+): on the 2.8b prefill shapes (benchmarks/gemm_tma_experiment.py,
+# docs/sweeps/gemm_tma_h100.json) in_proj at 2048 tokens took 94 µs against 120 for the
+# pointer kernel, out_proj at 4096 102 against 120; out_proj at 2048 was no faster (61 vs 59).
+# The autotuner picks among both kinds per shape.
+_TMA_TILES = [
+    (256, 128, 128, 3, 8),
+    (128, 256, 128, 3, 8),
+    (128, 128, 128, 4, 8),
+    (128, 128, 128, 4, 4),
+]
+
+
+def _set_tma_blocks(nargs):
+    """Autotuner pre-hook: the descriptors' block shapes are the config's tiles."""
+    nargs["x_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_K"]]
+    nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
+
+
 def _gemm_configs():
-    tiles = _GEMM_TILES + _SHORT_K_TILES
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
-                          num_stages=stages, num_warps=warps) for bm, bn, bk, stages, warps in tiles]
+    def config(tile, tma):
+        bm, bn, bk, stages, warps = tile
+        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "TMA": tma},
+                             num_stages=stages, num_warps=warps, pre_hook=_set_tma_blocks if tma else None)
+    return ([config(t, False) for t in _GEMM_TILES + _SHORT_K_TILES]
+            + [config(t, True) for t in _TMA_TILES])
 
 
 def _prune_gemm_configs(configs, named_args, **kwargs):
     """The short-K tiles only for a short K (autotuning a new shape times every config
     left, so the list stays short). H100, 2.8b dt_proj (K 160, N 5120): 27.8 -> 19.0 µs
     at 2048 tokens (docs/sweeps/prefill_gemm_shortk_2.8b_h100.json against prefill_gemm_2.8b_h100.json). 256-wide column tiles for
-    x_proj's narrow N were tried there too: no gain (15.8 vs 15.6 µs at 2048)."""
+    x_proj's narrow N were tried there too: no gain (15.8 vs 15.6 µs at 2048). The TMA
+    tiles only where the caller made descriptors (``_tma_descriptors``)."""
     keep = set(_GEMM_TILES)
     if named_args["K"] <= _SHORT_K:
         keep |= set(_SHORT_K_TILES)
-    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"],
-                                   c.num_stages, c.num_warps) in keep]
+    kinds = _gemm_kinds()
+    tma = bool(named_args["TMA_OK"]) and kinds in ("both", "tma")
+    pointer = kinds in ("both", "pointer") or not tma
+    return [c for c in configs
+            if (c.kwargs["TMA"] and tma and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"],
+                                              c.num_stages, c.num_warps) in _TMA_TILES)
+            or (not c.kwargs["TMA"] and pointer and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"],
+                                                     c.num_stages, c.num_warps) in keep)]
+
+
+def _gemm_kinds() -> str:
+    """Which prefill kernels the autotuner may pick (QUAMBA_PREFILL_GEMM): "both" (default),
+    "tma" or "pointer", for tests and A/B runs. Read when a shape is first tuned: a process
+    that changes it must clear ``_int8_gemm_tuned.cache``."""
+    value = os.environ.get("QUAMBA_PREFILL_GEMM", "both")
+    if value not in ("both", "tma", "pointer"):
+        raise ValueError(f"QUAMBA_PREFILL_GEMM={value!r}: use both, tma or pointer")
+    return value
+
+
+def _tma_descriptors(x2: torch.Tensor, w_q: torch.Tensor):
+    """Host TMA descriptors of x (M, K) and W (N, K) for the persistent kernel, or
+    (None, None) where TMA does not apply: before Hopper, in the interpreter, or when
+    a row is not 16-byte aligned. The block shapes are set per config (``_set_tma_blocks``)."""
+    if interpret_mode() or x2.device.type != "cuda" or torch.cuda.get_device_capability(x2.device) < (9, 0):
+        return None, None
+    for t in (x2, w_q):
+        if t.stride(1) != 1 or t.stride(0) % 16 or t.data_ptr() % 16:
+            return None, None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    return TensorDescriptor.from_tensor(x2, [16, 16]), TensorDescriptor.from_tensor(w_q, [16, 16])
 
 
 def _autotune_timer(kernel_call, quantiles):
@@ -173,7 +258,7 @@ def _autotune_timer(kernel_call, quantiles):
     return triton.testing.do_bench_cudagraph(kernel_call, quantiles=quantiles)
 
 
-_int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N", "K"],
+_int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N", "K", "TMA_OK"],
                                    prune_configs_by={"early_config_prune": _prune_gemm_configs},
                                    do_bench=_autotune_timer)(_int8_gemm_kernel)
 
@@ -475,12 +560,18 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             # The interpreter is slow and autotuning would run every config: use one.
             bm, bn, bk = 32, 32, 32
             grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
-            _int8_gemm_kernel[grid](*args_ptr, M, N, K, 0, *strides, **flags,
-                                    BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=4)
+            _int8_gemm_kernel[grid](x2, w_q, None, None, *args_ptr[2:], M, N, K, 0, 0, *strides, **flags,
+                                    BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=4, TMA=False)
         else:
             m_bucket = min(next_pow2(M), 8192)
-            grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
-            _int8_gemm_tuned[grid](*args_ptr, M, N, K, m_bucket, *strides, **flags)
+            x_desc, w_desc = _tma_descriptors(x2, w_q)
+            sms = _num_sms(x_q.device)
+
+            def grid(meta):
+                tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
+                return (min(tiles, sms) if meta["TMA"] else tiles,)
+            _int8_gemm_tuned[grid](x2, w_q, x_desc, w_desc, *args_ptr[2:], M, N, K, m_bucket, int(x_desc is not None),
+                                   *strides, **flags)
     return out.reshape(*lead, N)
 
 

@@ -241,7 +241,10 @@ def _tma_descriptors(x2: torch.Tensor, w_q: torch.Tensor):
     for t in (x2, w_q):
         if t.stride(1) != 1 or t.stride(0) % 16 or t.data_ptr() % 16:
             return None, None
-    from triton.tools.tensor_descriptor import TensorDescriptor
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:   # a Triton without host descriptors: the pointer kernel only
+        return None, None
     return TensorDescriptor.from_tensor(x2, [16, 16]), TensorDescriptor.from_tensor(w_q, [16, 16])
 
 

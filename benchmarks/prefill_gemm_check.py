@@ -22,8 +22,10 @@ from quamba.kernels.triton import int8_linear, int8_linear_quant
 parser = argparse.ArgumentParser()
 parser.add_argument("--shape", default="2.8b")
 parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048, 4096])
-parser.add_argument("--gemm-kinds", default="both", choices=["both", "tma", "pointer"],
-                    help="which prefill kernels the autotuner may pick (A/B of the TMA kernel)")
+parser.add_argument("--gemm-kinds", default=os.environ.get("QUAMBA_PREFILL_GEMM", "both"),
+                    choices=["both", "tma", "pointer"],
+                    help="which prefill kernels the autotuner may pick (A/B of the TMA kernel; "
+                         "default: QUAMBA_PREFILL_GEMM, else both)")
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
 os.environ["QUAMBA_PREFILL_GEMM"] = args.gemm_kinds

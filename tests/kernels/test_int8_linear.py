@@ -126,9 +126,9 @@ def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
 
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
-    lin = importlib.import_module("quamba.kernels.triton.int8_linear")
+    x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)
     with pytest.raises(ValueError, match="QUAMBA_PREFILL_GEMM"):
-        lin._gemm_kinds()
+        int8_linear(x_q, w_q, xs, ws)
 
 
 def test_unknown_gemv_routing_is_refused(device, monkeypatch):
@@ -171,8 +171,8 @@ HOPPER = GPU and torch.cuda.get_device_capability() >= (9, 0)
 def test_prefill_gemm_kinds_match_ref(kinds, device, monkeypatch):
     """Each prefill kernel alone (the autotuner limited to the TMA or the pointer tiles)
     gives the reference result, plain and requantized, on aligned shapes, a short K, a
-    narrow N, ragged edges and a strided input view; TMA is chosen where it applies and
-    refused where a row is not 16-byte aligned (K = 200)."""
+    narrow N, ragged edges, a strided input view and a misaligned base; the pointer
+    kernel serves where a row is not 16-byte aligned (K = 200) even when TMA is asked for."""
     lin = importlib.import_module("quamba.kernels.triton.int8_linear")
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", kinds)
     lin._int8_gemm_tuned.cache.clear()
@@ -189,9 +189,17 @@ def test_prefill_gemm_kinds_match_ref(kinds, device, monkeypatch):
             ref_v = int8_linear_ref(wide[:, :K].contiguous(), w_q, xs, ws, out_dtype=torch.float32)
             torch.testing.assert_close(int8_linear(wide[:, :K], w_q, xs, ws, out_dtype=torch.float32), ref_v,
                                        rtol=1e-5, atol=1e-5 * float(ref_v.abs().max()))
+            shifted = rand_int8(M * K + 1, device=device)[1:].view(M, K)   # base 1 byte past alignment
+            ref_s = int8_linear_ref(shifted.clone(), w_q, xs, ws, out_dtype=torch.float32)
+            torch.testing.assert_close(int8_linear(shifted, w_q, xs, ws, out_dtype=torch.float32), ref_s,
+                                       rtol=1e-5, atol=1e-5 * float(ref_s.abs().max()))
+        assert lin._tma_descriptors(shifted, w_q) == (None, None)
+        # Autotuner keys are (M bucket, N, K, TMA_OK, dtypes...): with descriptors the asked-for
+        # kind was chosen; without them (K = 200, the shifted base) always the pointer kernel.
         chosen = {key: cfg.kwargs["TMA"] for key, cfg in lin._int8_gemm_tuned.cache.items()}
-        aligned = [tma for key, tma in chosen.items() if key[2] != 200]
-        assert aligned and all(tma == (kinds == "tma") for tma in aligned), chosen
-        assert not any(tma for key, tma in chosen.items() if key[2] == 200)
+        with_desc = [tma for key, tma in chosen.items() if key[3] == 1]
+        assert with_desc and all(tma == (kinds == "tma") for tma in with_desc), chosen
+        assert not any(tma for key, tma in chosen.items() if key[3] == 0)
+        assert any(key[2] == 200 for key in chosen) and all(key[3] == 0 for key in chosen if key[2] == 200)
     finally:
         lin._int8_gemm_tuned.cache.clear()

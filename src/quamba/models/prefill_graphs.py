@@ -9,7 +9,8 @@ only needs ``_forward_kernels(hidden, residual, cache, out=None) -> (out, residu
 capturable (no host syncs, no allocations that outlive it but its outputs); given
 ``out=(hidden_buf, residual_buf)`` it should write its results there (no copy);
 the buffers are its own inputs (in place), so it must finish reading hidden
-before it writes the output.
+before it writes the output, and update residual element by element, each read
+before it is written.
 ``QUAMBA_PREFILL_GRAPHS=0`` turns this off.
 """
 
@@ -55,12 +56,15 @@ class PrefillGraphs:
     next block takes them with no copy. In place is safe because a block is done
     with its input hidden once the residual add + RMSNorm has read it (out_proj
     writes the output last), and that kernel reads each residual row before it
-    writes it. One pair instead of a ping-pong of two halves what the graphs hold
-    (63 MB less at the 2.8b shape and 4096 tokens). The pool is shared because
+    writes it. A ping-pong of two pairs would hold twice the memory (63 MB more at
+    the 2.8b shape and 4096 tokens). The pool is shared because
     graphs are replayed in the order they were captured (layer order) and nothing
     a graph allocates outlives it except through the pair, so the pool holds about
-    one block's intermediates. Hence a block's outputs are valid until the next
-    block with the same shape runs, which is how a layer stack consumes them.
+    one block's intermediates. Hence a block's outputs are valid only until the next
+    block with the same shape runs, and a block given the pair as its input
+    overwrites it: a caller that keeps a layer's hidden state (per-layer outputs,
+    two blocks fed the same input) must clone it first. A layer stack, which hands
+    each output to the next block and drops it, needs no copies.
 
     A block is captured on its second call with a shape (the first compiles and
     autotunes its kernels eagerly); the cache tensors' addresses are part of the

@@ -8,8 +8,9 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
 
 * prefill (M > 64): a tiled GEMM, (BLOCK_M, BLOCK_N) output tiles, K loop with
   software pipelining, grouped tile order for L2 reuse, autotuned per
-  (M bucket, N, K). On Hopper the autotuner also tries a persistent variant whose
-  tiles come in through TMA descriptors (faster for the wide in_proj).
+  (M bucket, N, K, descriptors given). On Hopper the autotuner also tries a
+  persistent variant whose tiles come in through TMA descriptors (faster for the
+  wide in_proj).
 * decode (M <= 64): memory-bound on the weight. Computed transposed,
   out^T = W @ x^T, so the weight rows fill the MMA's large M side and the few
   tokens (padded to 16/32/64) the small N side; every weight byte is read once.
@@ -176,10 +177,12 @@ _SHORT_K_TILES = [
 _SHORT_K = 256
 
 
-# Persistent TMA tiles (sm_90+): on the 2.8b prefill shapes (benchmarks/gemm_tma_experiment.py,
-# docs/sweeps/gemm_tma_h100.json) in_proj at 2048 tokens took 94 µs against 120 for the
-# pointer kernel, out_proj at 4096 102 against 120; out_proj at 2048 was no faster (61 vs 59).
-# The autotuner picks among both kinds per shape.
+# Persistent TMA tiles (sm_90 / sm_100). H100, 2.8b prefill shapes, fp16 output
+# (benchmarks/gemm_tma_experiment.py, docs/sweeps/gemm_tma_h100.json): in_proj at 2048
+# tokens 94 µs against 120 for the pointer kernel, out_proj at 4096 102 against 120, out_proj
+# at 2048 no faster (61 vs 59). As the W8A8 block calls them (requantizing epilogue,
+# benchmarks/prefill_gemm_check.py --gemm-kinds pointer vs both): in_proj 139 -> 113 µs at
+# 2048. The autotuner picks among both kinds per shape.
 _TMA_TILES = [
     (256, 128, 128, 3, 8),
     (128, 256, 128, 3, 8),
@@ -189,16 +192,24 @@ _TMA_TILES = [
 
 
 def _set_tma_blocks(nargs):
-    """Autotuner pre-hook: the descriptors' block shapes are the config's tiles."""
-    nargs["x_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_K"]]
-    nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
+    """Autotuner pre-hook (every config, before every launch): the descriptors' block
+    shapes are a TMA config's tiles. A pointer config does not read the descriptors, but
+    their block shapes are part of the compiled signature: a fixed one keeps it to one
+    compile (the last TMA config benched would otherwise leave its shape behind)."""
+    if nargs["x_desc"] is None:
+        return
+    if nargs["TMA"]:
+        nargs["x_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_K"]]
+        nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
+    else:
+        nargs["x_desc"].block_shape = nargs["w_desc"].block_shape = [16, 16]
 
 
 def _gemm_configs():
     def config(tile, tma):
         bm, bn, bk, stages, warps = tile
         return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "TMA": tma},
-                             num_stages=stages, num_warps=warps, pre_hook=_set_tma_blocks if tma else None)
+                             num_stages=stages, num_warps=warps, pre_hook=_set_tma_blocks)
     return ([config(t, False) for t in _GEMM_TILES + _SHORT_K_TILES]
             + [config(t, True) for t in _TMA_TILES])
 
@@ -206,9 +217,10 @@ def _gemm_configs():
 def _prune_gemm_configs(configs, named_args, **kwargs):
     """The short-K tiles only for a short K (autotuning a new shape times every config
     left, so the list stays short). H100, 2.8b dt_proj (K 160, N 5120): 27.8 -> 19.0 µs
-    at 2048 tokens (docs/sweeps/prefill_gemm_shortk_2.8b_h100.json against prefill_gemm_2.8b_h100.json). 256-wide column tiles for
-    x_proj's narrow N were tried there too: no gain (15.8 vs 15.6 µs at 2048). The TMA
-    tiles only where the caller made descriptors (``_tma_descriptors``)."""
+    at 2048 tokens (docs/sweeps/prefill_gemm_shortk_2.8b_h100.json against
+    prefill_gemm_2.8b_h100.json). 256-wide column tiles for x_proj's narrow N were tried
+    there too: no gain (15.8 vs 15.6 µs at 2048). The TMA tiles only where the caller
+    made descriptors (``_tma_descriptors``)."""
     keep = set(_GEMM_TILES)
     if named_args["K"] <= _SHORT_K:
         keep |= set(_SHORT_K_TILES)
@@ -224,8 +236,9 @@ def _prune_gemm_configs(configs, named_args, **kwargs):
 
 def _gemm_kinds() -> str:
     """Which prefill kernels the autotuner may pick (QUAMBA_PREFILL_GEMM): "both" (default),
-    "tma" or "pointer", for tests and A/B runs. Read when a shape is first tuned: a process
-    that changes it must clear ``_int8_gemm_tuned.cache``."""
+    "tma" or "pointer", for tests and A/B runs. Checked on every prefill GEMM call, but it
+    takes effect when a shape is first tuned: a process that changes it must clear
+    ``_int8_gemm_tuned.cache``."""
     value = os.environ.get("QUAMBA_PREFILL_GEMM", "both")
     if value not in ("both", "tma", "pointer"):
         raise ValueError(f"QUAMBA_PREFILL_GEMM={value!r}: use both, tma or pointer")
@@ -234,9 +247,12 @@ def _gemm_kinds() -> str:
 
 def _tma_descriptors(x2: torch.Tensor, w_q: torch.Tensor):
     """Host TMA descriptors of x (M, K) and W (N, K) for the persistent kernel, or
-    (None, None) where TMA does not apply: before Hopper, in the interpreter, or when
-    a row is not 16-byte aligned. The block shapes are set per config (``_set_tma_blocks``)."""
-    if interpret_mode() or x2.device.type != "cuda" or torch.cuda.get_device_capability(x2.device) < (9, 0):
+    (None, None) where it does not apply: in the interpreter, on ROCm, off sm_90 / sm_100
+    (Ampere and Ada have no TMA; consumer Blackwell, sm_120, has too little shared memory
+    for these tiles), or when a tensor's base or row is not 16-byte aligned or its rows
+    are not contiguous. The block shapes are set per config (``_set_tma_blocks``)."""
+    if (interpret_mode() or x2.device.type != "cuda" or torch.version.hip is not None
+            or torch.cuda.get_device_capability(x2.device)[0] not in (9, 10)):
         return None, None
     for t in (x2, w_q):
         if t.stride(1) != 1 or t.stride(0) % 16 or t.data_ptr() % 16:
@@ -559,6 +575,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
                    out.stride(0), out.stride(1))
+        _gemm_kinds()   # a bad QUAMBA_PREFILL_GEMM is refused on every call, not only when tuning
         if interpret_mode():
             # The interpreter is slow and autotuning would run every config: use one.
             bm, bn, bk = 32, 32, 32
@@ -573,8 +590,8 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             def grid(meta):
                 tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
                 return (min(tiles, sms) if meta["TMA"] else tiles,)
-            _int8_gemm_tuned[grid](x2, w_q, x_desc, w_desc, *args_ptr[2:], M, N, K, m_bucket, int(x_desc is not None),
-                                   *strides, **flags)
+            _int8_gemm_tuned[grid](x2, w_q, x_desc, w_desc, *args_ptr[2:], M, N, K, m_bucket,
+                                   int(x_desc is not None), *strides, **flags)
     return out.reshape(*lead, N)
 
 

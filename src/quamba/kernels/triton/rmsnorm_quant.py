@@ -28,6 +28,9 @@ def _add_rmsnorm_kernel(
     HAS_RESIDUAL: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
+    # One pass over whole rows (BLOCK_D >= D), every load before any store, and nothing
+    # written before pdl_wait: what lets residual_out be the residual itself (the prefill
+    # graphs update their buffer pair in place). A variant that splits D must keep that.
     pid = tl.program_id(0)
     offs_m = pid * ROWS + tl.arange(0, ROWS)
     offs_d = tl.arange(0, BLOCK_D)

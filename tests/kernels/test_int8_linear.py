@@ -203,3 +203,32 @@ def test_prefill_gemm_kinds_match_ref(kinds, device, monkeypatch):
         assert any(key[2] == 200 for key in chosen) and all(key[3] == 0 for key in chosen if key[2] == 200)
     finally:
         lin._int8_gemm_tuned.cache.clear()
+
+
+@pytest.mark.parametrize("kinds,tma_ok,expect", [("both", 1, {True, False}), ("both", 0, {False}),
+                                                 ("tma", 1, {True}), ("tma", 0, {False}), ("pointer", 1, {False})])
+def test_prefill_gemm_config_choice(kinds, tma_ok, expect, monkeypatch):
+    """Which configs the autotuner may time (host logic, no GPU): TMA tiles only with
+    descriptors and when allowed, the pointer kernel otherwise, short-K tiles only for K <= 256."""
+    lin = importlib.import_module("quamba.kernels.triton.int8_linear")
+    monkeypatch.setenv("QUAMBA_PREFILL_GEMM", kinds)
+    configs = lin._gemm_configs()
+    for K, short in ((160, True), (2560, False)):
+        kept = lin._prune_gemm_configs(configs, {"K": K, "TMA_OK": tma_ok})
+        assert {c.kwargs["TMA"] for c in kept} == expect
+        has_short = any(not c.kwargs["TMA"] and c.kwargs["BLOCK_K"] <= 64 and c.num_stages <= 3 for c in kept)
+        assert has_short == (short and False in expect)
+
+
+def test_tma_block_hook_sets_the_descriptor_tiles():
+    """The autotuner's pre-hook gives a TMA config's tiles to the descriptors, and a pointer
+    config one fixed shape (one compiled signature, whatever ran before)."""
+    from types import SimpleNamespace
+
+    lin = importlib.import_module("quamba.kernels.triton.int8_linear")
+    x, w = SimpleNamespace(block_shape=[16, 16]), SimpleNamespace(block_shape=[16, 16])
+    lin._set_tma_blocks({"x_desc": x, "w_desc": w, "TMA": True, "BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64})
+    assert x.block_shape == [256, 64] and w.block_shape == [128, 64]
+    lin._set_tma_blocks({"x_desc": x, "w_desc": w, "TMA": False, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32})
+    assert x.block_shape == [16, 16] and w.block_shape == [16, 16]
+    lin._set_tma_blocks({"x_desc": None, "w_desc": None, "TMA": False})   # no descriptors: nothing to set

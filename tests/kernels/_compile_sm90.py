@@ -1,0 +1,149 @@
+"""Compiles every Triton kernel for sm_90 with the configurations the wrappers launch on
+a GPU (run by tests/kernels/test_compile_sm90.py in a subprocess, because under
+TRITON_INTERPRET the kernels are interpreted functions that do not compile).
+
+    python tests/kernels/_compile_sm90.py        # prints {case: "ok" | error} as JSON
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+SM90 = GPUTarget("cuda", 90, 32)
+
+
+def _jit(module: str, name: str):
+    return getattr(importlib.import_module(f"quamba.kernels.triton.{module}"), name)
+
+
+def _compile(fn, constexprs: dict, ptr_types: dict, floats=(), descs: dict | None = None, num_warps=4,
+             num_stages=3):
+    """Pointers default to fp32, other runtime arguments to i32; constexprs by name."""
+    descs = descs or {}
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name in descs:
+            sig[name] = descs[name]
+        elif name.endswith("_ptr"):
+            sig[name] = ptr_types.get(name, "*fp32")
+        elif name in floats:
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    missing = [n for n in fn.arg_names if sig[n] == "constexpr" and n not in constexprs]
+    assert not missing, missing
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(src, target=SM90, options=dict(num_warps=num_warps, num_stages=num_stages))
+
+
+I8 = "*i8"
+_LINEAR = dict(X_PER_ROW=False, W_PER_COL=True, HAS_BIAS=False, QUANT_OUT=True, OUT_PER_COL=True)
+_LINEAR_PTRS = {"x_ptr": I8, "w_ptr": I8, "out_ptr": I8, "ws_ptr": "*i32", "lock_ptr": "*i32"}
+
+
+def prefill_gemm(tma):
+    fn = _jit("int8_linear", "_int8_gemm_kernel")
+    bm, bn, bk = (256, 128, 128) if tma else (128, 256, 128)
+    const = dict(_LINEAR, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, TMA=tma)
+    descs = {}
+    if tma:
+        descs = {"x_desc": f"tensordesc<i8[{bm}, {bk}]>", "w_desc": f"tensordesc<i8[{bn}, {bk}]>"}
+    else:
+        const.update(x_desc=None, w_desc=None)
+    _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
+
+
+def decode_gemv(block_m, split):
+    _compile(_jit("int8_linear", "_int8_gemv_kernel"),
+             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True),
+             _LINEAR_PTRS, num_stages=4 if block_m <= 32 else 3)
+
+
+def decode_gemv_rows(m_rows):
+    _compile(_jit("int8_linear", "_int8_gemv_rows_kernel"),
+             dict(_LINEAR, OUT_PER_COL=False, QUANT_OUT=False, HAS_BIAS=True, BLOCK_N=1, BLOCK_K=8192,
+                  SINGLE_PASS=True, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True),
+             {"x_ptr": I8, "w_ptr": I8, "out_ptr": "*fp16"})
+
+
+def conv(block_l, block_d):
+    _compile(_jit("causal_conv1d", "_causal_conv1d_kernel"),
+             dict(WIDTH=4, HAS_BIAS=True, HAS_STATE=True, SILU=True, IS_INT8=True, W_PER_CHANNEL=False,
+                  BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=4, USE_PDL=True),
+             {p: I8 for p in ("x_ptr", "w_ptr", "state_ptr", "out_ptr", "new_state_ptr")})
+
+
+_SCAN_PTRS = {p: I8 for p in ("u_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "lq_ptr", "dtw_ptr")} | {"y_ptr": "*fp16"}
+_SCAN = dict(IS_INT8=True, HAS_D=True, HAS_Z=True, HAS_DT_BIAS=True, HAS_H0=True, DT_SOFTPLUS=True,
+             DTW_PER_CHANNEL=False, BLOCK_N=16)
+
+
+def prefill_scan(fused_dt):
+    _compile(_jit("selective_scan", "_selective_scan_chunked_kernel"),
+             dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if fused_dt else 1, BLOCK_D=16, CHUNK=8, STATE_ROWS=2,
+                  SCAN_IN_ORDER=False, USE_PDL=True),
+             _SCAN_PTRS)
+
+
+def decode_scan():
+    _compile(_jit("selective_scan", "_selective_scan_kernel"),
+             dict(_SCAN, FUSED_DT=True, BLOCK_R=32, BLOCK_D=16, CHUNK=1, USE_PDL=True), _SCAN_PTRS, num_warps=1)
+
+
+def rmsnorm(rows, warps):
+    _compile(_jit("rmsnorm_quant", "_add_rmsnorm_kernel"),
+             dict(HAS_RESIDUAL=True, QUANT=True, BLOCK_D=4096, ROWS=rows, USE_PDL=True),
+             {"h_ptr": "*fp16", "x_ptr": I8}, floats=("eps",), num_warps=warps)
+
+
+def hadamard_decode():
+    _compile(_jit("hadamard_quant", "_hadamard_quant_kernel"),
+             dict(M_FACTOR=20, M_PAD=32, K=256, LOG_K=8, ROWS=1, MIX=2, USE_PDL=True),
+             {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_warps=16)
+
+
+def hadamard_prefill():
+    _compile(_jit("hadamard_quant", "_hadamard_quant_mma_kernel"),
+             dict(M_FACTOR=40, M_PAD=64, K=128, ROWS=1, COLS=64, ROW_BLOCKS=4, MIX=2, MIX_2D=True, DOT_F32=False,
+                  KC=32, EMULATE_BF16=False, USE_PDL=True),
+             {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_stages=1)
+
+
+# (label, case, kwargs): the configurations the wrappers pick on an H100.
+CASES = [
+    ("prefill_gemm[pointer]", prefill_gemm, dict(tma=False)),
+    ("prefill_gemm[tma]", prefill_gemm, dict(tma=True)),
+    ("decode_gemv[m16]", decode_gemv, dict(block_m=16, split=1)),
+    ("decode_gemv[m16,split4]", decode_gemv, dict(block_m=16, split=4)),
+    ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
+    ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
+    ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),
+    ("conv[decode]", conv, dict(block_l=1, block_d=128)),
+    ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
+    ("prefill_scan", prefill_scan, dict(fused_dt=False)),
+    ("prefill_scan[fused_dt]", prefill_scan, dict(fused_dt=True)),
+    ("decode_scan", decode_scan, {}),
+    ("rmsnorm[decode]", rmsnorm, dict(rows=1, warps=16)),
+    ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),
+    ("hadamard_decode", hadamard_decode, {}),
+    ("hadamard_prefill", hadamard_prefill, {}),
+]
+
+
+if __name__ == "__main__":
+    results = {}
+    for label, fn, kwargs in CASES:
+        try:
+            fn(**kwargs)
+            results[label] = "ok"
+        except Exception as exc:  # reported per case by the test
+            results[label] = f"{type(exc).__name__}: {str(exc)[-1500:]}"
+    json.dump(results, sys.stdout)

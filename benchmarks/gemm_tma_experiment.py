@@ -20,17 +20,7 @@ from _timing import graph_us
 
 from quamba.eval import bench as B
 from quamba.kernels.triton import int8_linear
-
-
-@triton.jit
-def _tile_coords(tile, num_m, num_n, GROUP_M: tl.constexpr):
-    """Grouped order: GROUP_M row blocks share each weight column block while it is in L2."""
-    group = tile // (GROUP_M * num_n)
-    first_m = group * GROUP_M
-    size = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (tile % (GROUP_M * num_n)) % size
-    pid_n = (tile % (GROUP_M * num_n)) // size
-    return pid_m, pid_n
+from quamba.kernels.triton.int8_linear import _tile_coords   # the shipped kernel's grouped tile order
 
 
 @triton.jit

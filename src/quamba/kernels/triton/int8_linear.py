@@ -227,11 +227,9 @@ def _prune_gemm_configs(configs, named_args, **kwargs):
     kinds = _gemm_kinds()
     tma = bool(named_args["TMA_OK"]) and kinds in ("both", "tma")
     pointer = kinds in ("both", "pointer") or not tma
-    return [c for c in configs
-            if (c.kwargs["TMA"] and tma and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"],
-                                              c.num_stages, c.num_warps) in _TMA_TILES)
-            or (not c.kwargs["TMA"] and pointer and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"],
-                                                     c.num_stages, c.num_warps) in keep)]
+    def tile(c):
+        return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps)
+    return [c for c in configs if (tma if c.kwargs["TMA"] else pointer and tile(c) in keep)]
 
 
 def _gemm_kinds() -> str:

@@ -263,7 +263,7 @@ def _hadamard_quant_mma_kernel(
 def hadamard_quant_chunk(y, row, chunk, ws_ptr, count_ptr, at_ptr, out_ptr, scale,
                          norm, stride_wsm, stride_om,
                          M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr,
-                         EMULATE_BF16: tl.constexpr):
+                         MIX_COLS: tl.constexpr, EMULATE_BF16: tl.constexpr):
     """hadamard_quant for a kernel whose programs each end holding one chunk of a row:
     y (1, K) fp32 are the row's entries chunk*K .. chunk*K + K-1, with the row's
     M_FACTOR chunks spread over M_FACTOR programs (the plan of ``hadamard_decode_plan``:
@@ -287,9 +287,9 @@ def hadamard_quant_chunk(y, row, chunk, ws_ptr, count_ptr, at_ptr, out_ptr, scal
             im = offs_i < M_FACTOR
             at = tl.load(at_ptr + offs_i[:, None] * M_FACTOR + offs_i[None, :],      # at[i, j] = A'[j, i]
                          mask=im[:, None] & im[None, :], other=0.0).to(tl.bfloat16)  # ±1 and 0: exact
-            # KC columns of the chunks at a time: the whole (M_PAD, K) tile and its three
-            # bf16 parts would set the register count of the kernel this is part of.
-            KC: tl.constexpr = 32 if K > 32 else K
+            # MIX_COLS columns of the chunks at a time: the whole (M_PAD, K) tile and its
+            # three bf16 parts would set the register count of the kernel this is part of.
+            KC: tl.constexpr = MIX_COLS if K > MIX_COLS else K
             offs_kc = tl.arange(0, KC)
             for c0 in range(0, K, KC):
                 cols = row * stride_wsm + offs_i[:, None] * K + (c0 + offs_kc)[None, :]

@@ -162,7 +162,7 @@ def _selective_scan_kernel(
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr,
     HADAMARD: tl.constexpr = False, H_M: tl.constexpr = 1, H_M_PAD: tl.constexpr = 1,
-    H_LOG_K: tl.constexpr = 0, EMULATE_BF16: tl.constexpr = False,
+    H_LOG_K: tl.constexpr = 0, H_MIX_COLS: tl.constexpr = 32, EMULATE_BF16: tl.constexpr = False,
 ):
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
 
@@ -264,7 +264,7 @@ def _selective_scan_kernel(
             y_row = tl.reshape(y, (1, BLOCK_D)).to(tl.float16).to(tl.float32)
             hadamard_quant_chunk(y_row, pid_b, pid_d, h_ws_ptr, h_count_ptr, h_at_ptr, hq_ptr,
                                  tl.load(h_scale_ptr), h_norm, stride_hwsb, stride_hqb,
-                                 H_M, H_M_PAD, BLOCK_D, H_LOG_K, EMULATE_BF16)
+                                 H_M, H_M_PAD, BLOCK_D, H_LOG_K, H_MIX_COLS, EMULATE_BF16)
         else:
             tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
                      mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
@@ -455,7 +455,10 @@ _INTERPRETER_SCAN = "in_order"
 # chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"); None / 8 in
 # normal use.
 _BLOCK_D_OVERRIDE: int | None = None
+_NUM_WARPS_OVERRIDE: int | None = None
 _CHUNK = 8
+# The rotation's mix (the last program of a row): columns of the chunks a step.
+_ROTATION_MIX_COLS = 32
 # The recurrent state in memory (between calls); inside the kernels it is always fp32.
 _STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -528,6 +531,8 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
             # The rotation's tail (the chunk's butterfly, the last program's mix) needs more:
             # 128-channel chunks compile without spills for sm_90 at 8 warps, not at 4.
             num_warps = max(1, block_d // 16)
+        if _NUM_WARPS_OVERRIDE is not None:
+            num_warps = _NUM_WARPS_OVERRIDE
     if interpret_mode() and plan is None:
         block_d = min(block_d, next_pow2(dim))   # no fully masked tiles for the (slow) interpreter
     dummy = final
@@ -543,6 +548,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
                         h_at_ptr=at, h_scale_ptr=scalar_scale(op, "hadamard_scale", hadamard_scale),
                         h_norm=1.0 / math.sqrt(dim), stride_hqb=hq.stride(0), stride_hwsb=ws.stride(0),
                         HADAMARD=True, H_M=m, H_M_PAD=m_pad, H_LOG_K=k.bit_length() - 1,
+                        H_MIX_COLS=_ROTATION_MIX_COLS,
                         EMULATE_BF16=interpret_mode())
     if dt_proj is not None:
         lq, dtw, dtw_per_channel = dt_proj

@@ -93,15 +93,9 @@ def prefill_scan(fused_dt):
              _SCAN_PTRS)
 
 
-def decode_scan(rotation):
-    # mamba-2.8b: with the rotation fused, a program per 128-channel chunk and 40 chunks a row.
-    rot = (dict(HADAMARD=True, H_M=40, H_M_PAD=64, H_LOG_K=7) if rotation
-           else dict(HADAMARD=False, H_M=1, H_M_PAD=1, H_LOG_K=0))
+def decode_scan():
     _compile(_jit("selective_scan", "_selective_scan_kernel"),
-             dict(_SCAN, FUSED_DT=True, BLOCK_R=32, BLOCK_D=128 if rotation else 16, CHUNK=1,
-                  USE_PDL=True, EMULATE_BF16=False, **rot),
-             {**_SCAN_PTRS, "hq_ptr": I8, "h_count_ptr": "*i32"}, floats=("h_norm",),
-             num_warps=8 if rotation else 1)
+             dict(_SCAN, FUSED_DT=True, BLOCK_R=32, BLOCK_D=16, CHUNK=1, USE_PDL=True), _SCAN_PTRS, num_warps=1)
 
 
 def rmsnorm(rows, warps):
@@ -136,8 +130,7 @@ CASES = [
     ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),
     ("prefill_scan[fused_dt]", prefill_scan, dict(fused_dt=True)),
-    ("decode_scan", decode_scan, dict(rotation=False)),
-    ("decode_scan[rotation]", decode_scan, dict(rotation=True)),
+    ("decode_scan", decode_scan, {}),
     ("rmsnorm[decode]", rmsnorm, dict(rows=1, warps=16)),
     ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),
     ("hadamard_decode", hadamard_decode, {}),

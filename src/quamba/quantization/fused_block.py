@@ -13,12 +13,9 @@ will do and each step is one launch:
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-In a decode step (one token a sequence) the rotation runs inside the scan kernel (each
-scan program rotates its chunk of y, the last one of a row mixes the chunks:
-``hadamard_quant_chunk``), and so does dt_proj for up to 4 sequences: six launches a
-layer, seven for larger batches, where the scan wrapper launches dt_proj first (faster
-there, see kernels/triton/selective_scan.py). Prefill launches dt_proj before the scan
-and hadamard_quant after it: eight. No state copies; decoding captures the
+Seven launches a layer for a decode step of up to 4 tokens, where dt_proj runs inside
+the scan; with more tokens the scan wrapper launches dt_proj first (faster there, see
+kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
@@ -94,12 +91,12 @@ class FusedQBlock(Block):
             ssm.dt_bias, None if cache is None else cache.ssm_state,
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
-            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale,
-            hadamard_scale=mixer.out_proj.input_scale if mixer.hadamard_ssm_output else None)
+            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale)
         del xzq, xq, zq, uq, dblq, lq, Bq, Cq
-        # With the rotation the scan returned y @ R in int8 already (inside its kernel for
-        # a decode step: hadamard_quant_chunk).
-        yq = y if mixer.hadamard_ssm_output else quantize_ref(y, mixer.out_proj.input_scale)
+        if mixer.hadamard_ssm_output:
+            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)
+        else:
+            yq = quantize_ref(y, mixer.out_proj.input_scale)
         del y
         out = tk.int8_linear(yq, mixer.out_proj.weight, mixer.out_proj.input_scale, mixer.out_proj.weight_scale,
                              mixer.out_proj.bias, out_dtype=out_dtype, out=None if out is None else out[0],

@@ -94,21 +94,5 @@ def scalar_scale(op: str, name: str, s: torch.Tensor) -> torch.Tensor:
     return s.reshape(()).float()
 
 
-# Per-(purpose, device) int32 counters, zeroed once: the "last program to arrive
-# finishes the job" reductions count arrivals here, and that program sets its
-# counter back to zero, so every launch (and every CUDA-graph replay) finds them zeroed.
-_COUNTERS: dict[tuple[str, torch.device], torch.Tensor] = {}
-
-
-def zeroed_counters(purpose: str, device: torch.device, n: int) -> torch.Tensor:
-    """At least n zeroed int32 counters for `purpose` on `device` (grown, never shrunk).
-    Different purposes get different buffers: two kernels of one step never share one."""
-    buf = _COUNTERS.get((purpose, device))
-    if buf is None or buf.numel() < n:
-        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
-        _COUNTERS[(purpose, device)] = buf
-    return buf
-
-
 def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))

@@ -32,7 +32,7 @@ import triton.language as tl
 from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
                       quantize_int8, scalar_scale)
 
-__all__ = ["hadamard_quant", "hadamard_quant_chunk", "hadamard_decode_plan"]
+__all__ = ["hadamard_quant"]
 
 
 @triton.jit
@@ -259,47 +259,6 @@ def _hadamard_quant_mma_kernel(
             tl.store(o_ptrs, q, mask=(offs_r < M)[:, None, None] & im[None, :, None])
 
 
-@triton.jit
-def hadamard_quant_chunk(y, row, chunk, ws_ptr, count_ptr, at_ptr, out_ptr, scale,
-                         norm, stride_wsm, stride_om,
-                         M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr,
-                         MIX_COLS: tl.constexpr, EMULATE_BF16: tl.constexpr):
-    """hadamard_quant for a kernel whose programs each end holding one chunk of a row:
-    y (1, K) fp32 are the row's entries chunk*K .. chunk*K + K-1, with the row's
-    M_FACTOR chunks spread over M_FACTOR programs (the plan of ``hadamard_decode_plan``:
-    R = (A' ⊗ H_K) / √n). Each program applies H_K to its own chunk (F_i = Y_i H_K,
-    the butterfly) into the fp32 workspace row; the row's last program to arrive mixes
-    the chunks, out_i = Σ_j A'[j, i] F_j (``_pm1_dot``'s bf16x3: the fp32 products
-    exact), quantizes and stores the int8 row. The launch saved is the standalone
-    kernel's, whose single program per row is latency-bound at decode."""
-    offs_c = tl.arange(0, K)
-    f = _fwht(y, 1, K, LOG_K)
-    if M_FACTOR == 1:
-        tl.store(out_ptr + row * stride_om + offs_c[None, :], quantize_int8(f * norm, scale))
-    else:
-        tl.store(ws_ptr + row * stride_wsm + chunk * K + offs_c[None, :], f)
-        # Every thread's store before the arrival (barrier, then release at GPU scope);
-        # the last arrival acquires and reads the chunks from L2 (.cg: no stale L1 lines).
-        tl.debug_barrier()
-        arrived = tl.atomic_add(count_ptr + row, 1, sem="acq_rel", scope="gpu")
-        if arrived == M_FACTOR - 1:
-            offs_i = tl.arange(0, M_PAD)
-            im = offs_i < M_FACTOR
-            at = tl.load(at_ptr + offs_i[:, None] * M_FACTOR + offs_i[None, :],      # at[i, j] = A'[j, i]
-                         mask=im[:, None] & im[None, :], other=0.0).to(tl.bfloat16)  # ±1 and 0: exact
-            # MIX_COLS columns of the chunks at a time: the whole (M_PAD, K) tile and its
-            # three bf16 parts would set the register count of the kernel this is part of.
-            KC: tl.constexpr = MIX_COLS if K > MIX_COLS else K
-            offs_kc = tl.arange(0, KC)
-            for c0 in range(0, K, KC):
-                cols = row * stride_wsm + offs_i[:, None] * K + (c0 + offs_kc)[None, :]
-                chunks = tl.load(ws_ptr + cols, mask=im[:, None], other=0.0, cache_modifier=".cg")
-                mixed = _pm1_dot(chunks, at, False, 2, EMULATE_BF16)
-                tl.store(out_ptr + row * stride_om + offs_i[:, None] * K + (c0 + offs_kc)[None, :],
-                         quantize_int8(mixed * norm, scale), mask=im[:, None])
-            tl.atomic_xchg(count_ptr + row, 0)                 # zeroed for the next launch
-
-
 _FACTORS: dict[tuple[int, torch.device], tuple[int, int, torch.Tensor]] = {}
 
 
@@ -427,12 +386,6 @@ def _mma_plan(n: int, device: torch.device, cfg: dict) -> tuple[int, int, int, t
     if k < 16 or m_pad > 64:
         return None
     return m, m_pad, k, at
-
-
-def hadamard_decode_plan(n: int, device: torch.device) -> tuple[int, int, int, torch.Tensor] | None:
-    """(m', M_PAD, K, Aᵀ) for ``hadamard_quant_chunk``: n = m'·K with K ≤ 128, the
-    tensor-core kernel's factorization; None where it does not apply."""
-    return _mma_plan(n, device, {"MAX_K": 128})
 
 
 def _launch_mma(y2, s, out, **overrides):

@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
-                      quantize_int8, scalar_scale, zeroed_counters)
+                      quantize_int8, scalar_scale)
 
 __all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
 
@@ -425,6 +425,18 @@ def _rows_config(N: int, K: int) -> dict | None:
     return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
 
 
+# Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
+_LOCKS: dict[torch.device, torch.Tensor] = {}
+
+
+def _locks(device: torch.device, n: int) -> torch.Tensor:
+    buf = _LOCKS.get(device)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+        _LOCKS[device] = buf
+    return buf
+
+
 @functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
@@ -550,7 +562,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
         n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
-        locks = zeroed_counters("split_k", x_q.device, n_blocks) if split > 1 else dummy
+        locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
         _int8_gemv_kernel[(n_blocks, split)](
             *args_ptr, ws, locks,
             M, N, K, cfg["K_PER_SPLIT"],

@@ -29,16 +29,13 @@ bit-identical to running dt_proj as its own launch, minus the launch.
 from __future__ import annotations
 
 import functools
-import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale, zeroed_counters)
-from .hadamard_quant import hadamard_decode_plan, hadamard_quant, hadamard_quant_chunk
+                      pdl_wait, quantize_int8, scalar_scale)
 from .int8_linear import int8_linear_quant
 
 __all__ = ["selective_scan_int8", "selective_scan"]
@@ -156,19 +153,12 @@ def _selective_scan_kernel(
     stride_fb, stride_fd, stride_fn,
     stride_lb, stride_ll, stride_lr,
     stride_wd, stride_wr,
-    hq_ptr, h_ws_ptr, h_count_ptr, h_at_ptr, h_scale_ptr, h_norm, stride_hqb, stride_hwsb,
     IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr,
-    HADAMARD: tl.constexpr = False, H_M: tl.constexpr = 1, H_M_PAD: tl.constexpr = 1,
-    H_LOG_K: tl.constexpr = 0, H_MIX_COLS: tl.constexpr = 32, EMULATE_BF16: tl.constexpr = False,
 ):
-    """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
-
-    HADAMARD (a decode step: L = CHUNK = 1, BLOCK_D = the rotation's chunk K): instead
-    of y, the int8 rotated y (``hadamard_quant`` of the fp16 y) into hq, through
-    ``hadamard_quant_chunk``; the programs of a batch row are its chunks."""
+    """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N)."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -259,15 +249,8 @@ def _selective_scan_kernel(
             y = y + u * Dv[:, None]
         if HAS_Z:
             y = y * gate
-        if HADAMARD:
-            # Rounded to fp16 first, as the y that hadamard_quant would read.
-            y_row = tl.reshape(y, (1, BLOCK_D)).to(tl.float16).to(tl.float32)
-            hadamard_quant_chunk(y_row, pid_b, pid_d, h_ws_ptr, h_count_ptr, h_at_ptr, hq_ptr,
-                                 tl.load(h_scale_ptr), h_norm, stride_hwsb, stride_hqb,
-                                 H_M, H_M_PAD, BLOCK_D, H_LOG_K, H_MIX_COLS, EMULATE_BF16)
-        else:
-            tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
-                     mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
+        tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
+                 mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
 
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + offs_d[:, None] * stride_fd + offs_n[None, :] * stride_fn,
@@ -455,28 +438,15 @@ _INTERPRETER_SCAN = "in_order"
 # chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"); None / 8 in
 # normal use.
 _BLOCK_D_OVERRIDE: int | None = None
-_NUM_WARPS_OVERRIDE: int | None = None
 _CHUNK = 8
-# The rotation's mix (the last program of a row): columns of the chunks a step.
-_ROTATION_MIX_COLS = 32
 # The recurrent state in memory (between calls); inside the kernels it is always fp32.
 _STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _scan_hadamard_mode() -> str:
-    """QUAMBA_SCAN_HADAMARD: "fused" (default: a decode step's rotation inside the scan,
-    ``hadamard_quant_chunk``) or "launch" (hadamard_quant as its own launch; for A/B runs)."""
-    mode = os.environ.get("QUAMBA_SCAN_HADAMARD", "fused")
-    if mode not in ("fused", "launch"):
-        raise ValueError(f"QUAMBA_SCAN_HADAMARD={mode!r}: use fused or launch")
-    return mode
-
-
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
-            state_out=None, dt_proj=None, hadamard_scale=None):
+            state_out=None, dt_proj=None):
     """dt_proj: None, or (lq, w, w_per_channel) to compute dt from dt_proj's int8
-    input lq (batch, seqlen, R) and weight w (dim, R); dt is then None.
-    hadamard_scale: None, or the scale of an int8 rotated y to return instead of y."""
+    input lq (batch, seqlen, R) and weight w (dim, R); dt is then None."""
     if u.dim() != 3:
         raise ValueError(f"{op}: u must be (batch, seqlen, dim), got shape {tuple(u.shape)}")
     batch, seqlen, dim = u.shape
@@ -495,9 +465,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         check_shape(op, "dt_bias", dt_bias, (dim,))
     if initial_state is not None:
         check_shape(op, "initial_state", initial_state, (batch, dim, dstate))
-    plan = None
-    if hadamard_scale is not None and seqlen == 1 and _scan_hadamard_mode() == "fused":
-        plan = hadamard_decode_plan(dim, u.device)
+    y = torch.empty(batch, seqlen, dim, dtype=y_dtype, device=u.device)
     if state_out is not None:
         check_dtype(op, "state_out", state_out, _STATE_DTYPES)
         check_shape(op, "state_out", state_out, (batch, dim, dstate))
@@ -522,34 +490,12 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
                 block_d //= 2
         if _BLOCK_D_OVERRIDE is not None:
             block_d = _BLOCK_D_OVERRIDE
-        if plan is not None:
-            block_d = plan[2]     # a program per chunk of the rotation
         # Enough threads that the state and the chunk tiles stay in registers
         # (fewer spill: checked in the SASS).
         num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))
-        if plan is not None:
-            # The rotation's tail (the chunk's butterfly, the last program's mix) needs more:
-            # 128-channel chunks compile without spills for sm_90 at 8 warps, not at 4.
-            num_warps = max(1, block_d // 16)
-        if _NUM_WARPS_OVERRIDE is not None:
-            num_warps = _NUM_WARPS_OVERRIDE
-    if interpret_mode() and plan is None:
+    if interpret_mode():
         block_d = min(block_d, next_pow2(dim))   # no fully masked tiles for the (slow) interpreter
     dummy = final
-    # y itself, or (fused rotation) the int8 rotated y, with the chunks' fp32 workspace.
-    y = dummy if plan is not None else torch.empty(batch, seqlen, dim, dtype=y_dtype, device=u.device)
-    rotation = dict(hq_ptr=dummy, h_ws_ptr=dummy, h_count_ptr=dummy, h_at_ptr=dummy, h_scale_ptr=dummy,
-                    h_norm=1.0, stride_hqb=0, stride_hwsb=0)
-    if plan is not None:
-        m, m_pad, k, at = plan
-        hq = torch.empty(batch, 1, dim, dtype=torch.int8, device=u.device)
-        ws = torch.empty(batch, dim, dtype=torch.float32, device=u.device)
-        rotation = dict(hq_ptr=hq, h_ws_ptr=ws, h_count_ptr=zeroed_counters("scan_hadamard", u.device, batch),
-                        h_at_ptr=at, h_scale_ptr=scalar_scale(op, "hadamard_scale", hadamard_scale),
-                        h_norm=1.0 / math.sqrt(dim), stride_hqb=hq.stride(0), stride_hwsb=ws.stride(0),
-                        HADAMARD=True, H_M=m, H_M_PAD=m_pad, H_LOG_K=k.bit_length() - 1,
-                        H_MIX_COLS=_ROTATION_MIX_COLS,
-                        EMULATE_BF16=interpret_mode())
     if dt_proj is not None:
         lq, dtw, dtw_per_channel = dt_proj
         rank = lq.shape[2]
@@ -571,7 +517,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         kernel = _selective_scan_chunked_kernel
         layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order")
     else:
-        kernel, layout = _selective_scan_kernel, rotation
+        kernel, layout = _selective_scan_kernel, {}
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
         dt_bias if dt_bias is not None else dummy, h0, y, final, lq, dtw,
@@ -594,10 +540,6 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps, **layout,
         **pdl_launch_options(u.device),
     )
-    if plan is not None:
-        return hq, final
-    if hadamard_scale is not None:
-        return hadamard_quant(y, hadamard_scale), final
     return y, final
 
 
@@ -614,7 +556,6 @@ def selective_scan_int8(
     state_out: torch.Tensor | None = None,
     dt_low_q: torch.Tensor | None = None, dt_low_scale: torch.Tensor | None = None,
     dt_w_q: torch.Tensor | None = None, dt_w_scale: torch.Tensor | None = None,
-    hadamard_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
@@ -628,17 +569,10 @@ def selective_scan_int8(
 
     Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32,
     or written to ``state_out`` when given (fp32/fp16/bf16, rounded once on the store;
-    may be ``initial_state``: in place). The state is fp32 inside the kernel.
-
-    With ``hadamard_scale`` (per-tensor fp32), the first result is instead the int8
-    ``hadamard_quant(y, hadamard_scale)`` (the y @ R of out_proj's input). A decode step
-    (seqlen 1) does it inside the scan kernel, one launch less (``hadamard_quant_chunk``;
-    the int8 values equal the two launches' or are one step apart where the fp32 sums,
-    associated differently, straddle a rounding boundary); longer inputs launch
-    hadamard_quant after the scan."""
+    may be ``initial_state``: in place). The state is fp32 inside the kernel."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
-                 dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale, hadamard_scale)
+                 dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)
     for name, t in (("u_q", u_q), ("B_q", B_q), ("C_q", C_q)):
         check_dtype(op, name, t, (torch.int8,))
     dt_proj = None
@@ -682,10 +616,8 @@ def selective_scan_int8(
               scalar_scale(op, "B_scale", B_scale), scalar_scale(op, "C_scale", C_scale)]
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
     scales += [lq_scale, dtw_scale]
-    if hadamard_scale is not None:
-        scalar_scale(op, "hadamard_scale", hadamard_scale)
     return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
-                   torch.float16, state_out, dt_proj, hadamard_scale)
+                   torch.float16, state_out, dt_proj)
 
 
 def selective_scan(

@@ -3,6 +3,7 @@ tensor-core kernel over a grid of its configs, timed as prefill runs it.
 
     PYTHONPATH=src python benchmarks/hadamard_sweep.py --json docs/sweeps/hadamard_sweep_h100.json
     PYTHONPATH=src python benchmarks/hadamard_sweep.py --quick --json /tmp/h.json   # a few configs
+    PYTHONPATH=src python benchmarks/hadamard_sweep.py --decode --M 1 8 64 --json OUT   # decode rows
     TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/hadamard_sweep.py --device cpu --quick \
         --n 384 --M 70 --json /tmp/h.json      # checks the script on a CPU; times meaningless
 
@@ -41,8 +42,12 @@ CALLS = 16           # launches a graph, each on its own input and output
 REPS = 9             # graph replays; the median is reported
 
 
-def grid_configs(quick: bool) -> list[dict]:
-    """Overrides of _MMA_CONFIG; {} is the module's defaults."""
+def grid_configs(quick: bool, decode: bool = False) -> list[dict]:
+    """Overrides of _MMA_CONFIG; {} is the module's defaults. decode: narrow column
+    blocks and one row tile a program, so that a few rows still make several programs."""
+    if decode:
+        return [dict(TILE_ROWS=t, COLS=c, ROW_BLOCKS=1, num_warps=w, MAX_K=k)
+                for t, c, w, k in itertools.product((32, 64), (16, 32, 64), (1, 2, 4), (128, 256))]
     if quick:
         return [{}, {"COLS": 128}, {"TILE_ROWS": 128, "num_warps": 8}, {"MIX_2D": False}]
     base = [dict(TILE_ROWS=t, COLS=c, num_warps=w)
@@ -96,11 +101,12 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[5120, 2560, 4096])
     parser.add_argument("--M", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--quick", action="store_true", help="four configs only")
+    parser.add_argument("--decode", action="store_true", help="configs for a few rows (decode steps)")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test under TRITON_INTERPRET=1")
     args = parser.parse_args()
 
     dev = torch.device(args.device)
-    configs = grid_configs(args.quick)
+    configs = grid_configs(args.quick, args.decode)
     result = dict(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                   torch=torch.__version__, triton=triton.__version__,
                   python=platform.python_version(), calls_per_graph=CALLS, reps=REPS,

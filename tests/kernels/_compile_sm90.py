@@ -117,6 +117,14 @@ def hadamard_prefill():
              {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_stages=1)
 
 
+def hadamard_decode_mma():
+    # mamba-2.8b's 5120 as 40 x 128 with the decode config: a row a tile, 16 columns a program.
+    _compile(_jit("hadamard_quant", "_hadamard_quant_mma_kernel"),
+             dict(M_FACTOR=40, M_PAD=64, K=128, ROWS=1, COLS=16, ROW_BLOCKS=1, MIX=2, MIX_2D=True, DOT_F32=False,
+                  KC=32, EMULATE_BF16=False, USE_PDL=True),
+             {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_stages=1)
+
+
 # (label, case, kwargs): the configurations the wrappers pick on an H100.
 CASES = [
     ("prefill_gemm[pointer]", prefill_gemm, dict(tma=False)),
@@ -134,6 +142,7 @@ CASES = [
     ("rmsnorm[decode]", rmsnorm, dict(rows=1, warps=16)),
     ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),
     ("hadamard_decode", hadamard_decode, {}),
+    ("hadamard_decode[mma]", hadamard_decode_mma, {}),
     ("hadamard_prefill", hadamard_prefill, {}),
 ]
 

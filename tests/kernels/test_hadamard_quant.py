@@ -90,17 +90,40 @@ def test_hadamard_quant_mma_variants(n, cfg, dtype, device):
 
 
 def test_hadamard_quant_dispatch(device, monkeypatch):
-    """Above _MMA_MIN_ROWS rows the tensor-core kernel runs, at or below it the decode
-    kernel; widths with 2^k < 16 always take the decode kernel."""
+    """Above _MMA_MIN_ROWS rows the tensor-core kernel runs with its prefill config, up to
+    _DECODE_MMA_MAX_ROWS with its decode config (16-column blocks), in between the
+    butterfly kernel; widths with 2^k < 16 always take the butterfly kernel."""
     hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
     calls = []
     real = hq._launch_mma
-    monkeypatch.setattr(hq, "_launch_mma", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    monkeypatch.setattr(hq, "_launch_mma", lambda *a, **k: calls.append(k) or real(*a, **k))
     s = torch.tensor(0.05, device=device)
-    for M, n, expect in [(hq._MMA_MIN_ROWS, 384, False), (hq._MMA_MIN_ROWS + 1, 384, True),
-                         (hq._MMA_MIN_ROWS + 1, 96, False)]:
+    decode, lo, hi = hq._DECODE_MMA_CONFIG, hq._DECODE_MMA_MAX_ROWS, hq._MMA_MIN_ROWS
+    for M, n, expect in [(1, 384, [decode]), (lo, 384, [decode]), (lo + 1, 384, []), (hi, 384, []),
+                         (hi + 1, 384, [{}]), (hi + 1, 96, []), (1, 96, [])]:
         calls.clear()
-        y = torch.randn(M, n, device=device)
+        y = torch.randn(M, n, device=device, dtype=torch.float16)
         out = hadamard_quant(y, s)
-        assert bool(calls) == expect, (M, n)
+        assert calls == expect, (M, n)
         assert_int8_match(out, hadamard_quant_ref(y, s, hadamard_matrix(n, device=device)))
+
+
+_hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
+# Widths the decode config serves (the others, 2^k < 16, take the butterfly kernel).
+DECODE_WIDTHS = [n for n in WIDTHS
+                 if _hq._mma_plan(n, torch.device("cpu"), {**_hq._MMA_CONFIG, **_hq._DECODE_MMA_CONFIG})]
+
+
+@pytest.mark.parametrize("n", DECODE_WIDTHS)
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_hadamard_quant_decode_config(n, rows, device):
+    """The tensor-core kernel with the decode config (a row tile a program, 16 columns),
+    on the model's fp16 y."""
+    hq = _hq
+    R = hadamard_matrix(n, device=device)
+    y = torch.randn(rows, n, device=device, dtype=torch.float16)
+    y[:, 7] = 30.0
+    scale = scale_for(y.float() @ R.float())
+    out = torch.full((rows, n), 99, dtype=torch.int8, device=device)
+    hq._launch_mma(y, scale, out, **hq._DECODE_MMA_CONFIG)
+    assert_int8_match(out, hadamard_quant_ref(y, scale, R))

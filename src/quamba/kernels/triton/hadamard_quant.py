@@ -296,6 +296,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return out.reshape(*lead, n)
     if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
         return _launch_mma(y2, s, out).reshape(*lead, n)
+    if M <= _DECODE_MMA_MAX_ROWS and _mma_plan(n, y2.device, {**_MMA_CONFIG, **_DECODE_MMA_CONFIG}) is not None:
+        return _launch_mma(y2, s, out, **_DECODE_MMA_CONFIG).reshape(*lead, n)
     return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
 
 
@@ -350,6 +352,15 @@ _MMA_CONFIG = {
 # fp32 y (tests, not the model's path): tf32x3 needs more registers; a smaller tile keeps
 # the sm_90 compile free of spills.
 _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
+# Decode steps (up to 64 rows) take the tensor-core kernel too, with 16-column blocks and a
+# row tile a program, so that even one row is K / 16 programs (8 at mamba-2.8b's 5120 =
+# 40 x 128) instead of one program running the butterfly's stages one after another.
+# H100, graph-timed (benchmarks/hadamard_sweep.py --decode, docs/sweeps/hadamard_decode_sweep_h100.json):
+# n = 5120 at 1 / 8 / 64 rows 6.73 / 6.86 / 7.00 µs (butterfly) -> 2.90 / 3.07 / 4.97;
+# n = 1536: 3.43 / 3.64 / 3.73 -> 3.03 / 2.80 / 3.15. Between 64 and _MMA_MIN_ROWS rows
+# (not measured with this config) the butterfly kernel stays.
+_DECODE_MMA_MAX_ROWS = 64
+_DECODE_MMA_CONFIG = {"TILE_ROWS": 64, "COLS": 16, "ROW_BLOCKS": 1, "num_warps": 4, "MAX_K": 128}
 
 _MMA_FACTORS: dict[tuple[int, torch.device, int], tuple[int, int, torch.Tensor]] = {}
 

@@ -296,7 +296,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return out.reshape(*lead, n)
     if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
         return _launch_mma(y2, s, out).reshape(*lead, n)
-    if M <= _DECODE_MMA_MAX_ROWS and _mma_plan(n, y2.device, {**_MMA_CONFIG, **_DECODE_MMA_CONFIG}) is not None:
+    if (M <= _DECODE_MMA_MAX_ROWS and m > 1
+            and _mma_plan(n, y2.device, {**_MMA_CONFIG, **_DECODE_MMA_CONFIG}) is not None):
         return _launch_mma(y2, s, out, **_DECODE_MMA_CONFIG).reshape(*lead, n)
     return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
 
@@ -352,15 +353,19 @@ _MMA_CONFIG = {
 # fp32 y (tests, not the model's path): tf32x3 needs more registers; a smaller tile keeps
 # the sm_90 compile free of spills.
 _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
-# Decode steps (up to 64 rows) take the tensor-core kernel too, with 16-column blocks and a
-# row tile a program, so that even one row is K / 16 programs (8 at mamba-2.8b's 5120 =
-# 40 x 128) instead of one program running the butterfly's stages one after another.
-# H100, graph-timed (benchmarks/hadamard_sweep.py --decode, docs/sweeps/hadamard_decode_sweep_h100.json):
-# n = 5120 at 1 / 8 / 64 rows 6.73 / 6.86 / 7.00 µs (butterfly) -> 2.90 / 3.07 / 4.97;
-# n = 1536: 3.43 / 3.64 / 3.73 -> 3.03 / 2.80 / 3.15. Between 64 and _MMA_MIN_ROWS rows
-# (not measured with this config) the butterfly kernel stays.
+# Decode steps (up to 64 rows) of widths with a Paley factor (m > 1) take the tensor-core
+# kernel too, with 16-column blocks and a row tile a program, so that even one row is
+# K / 16 programs (8 at mamba-2.8b's 5120 = 40 x 128) instead of one program running the
+# butterfly's stages and the m-mix one after another. H100, graph-timed, µs at 1 / 8 / 64
+# rows (benchmarks/hadamard_sweep.py --decode, docs/sweeps/hadamard_decode_sweep*_h100.json):
+#   n = 5120: butterfly 6.73 / 6.86 / 7.00 -> 2.83 / 3.09 / 4.93
+#   n = 3072: 4.33 / 4.17 / 4.41 -> 2.71 / 2.64 / 4.10
+#   n = 1536: 3.43 / 3.64 / 3.73 -> 2.99 / 2.85 / 3.39
+# Powers of two (m = 1) have no mix, and their butterfly is as fast or faster (4096:
+# 2.23 / 2.53 / 2.57 against 2.01 / 2.26 / 3.58; 2048: 1.82 / 1.88 / 2.14 against 3.00 /
+# 2.17 / 2.76), so they keep it, as do 65 to _MMA_MIN_ROWS rows (not measured here).
 _DECODE_MMA_MAX_ROWS = 64
-_DECODE_MMA_CONFIG = {"TILE_ROWS": 64, "COLS": 16, "ROW_BLOCKS": 1, "num_warps": 4, "MAX_K": 128}
+_DECODE_MMA_CONFIG = {"TILE_ROWS": 32, "COLS": 16, "ROW_BLOCKS": 1, "num_warps": 4, "MAX_K": 128}
 
 _MMA_FACTORS: dict[tuple[int, torch.device, int], tuple[int, int, torch.Tensor]] = {}
 

@@ -353,7 +353,7 @@ _MMA_CONFIG = {
 # fp32 y (tests, not the model's path): tf32x3 needs more registers; a smaller tile keeps
 # the sm_90 compile free of spills.
 _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
-# Decode steps (up to 64 rows) of widths with a Paley factor (m > 1) take the tensor-core
+# Decode steps (up to 8 rows) of widths with a Paley factor (m > 1) take the tensor-core
 # kernel too, with 16-column blocks and a row tile a program, so that even one row is
 # K / 16 programs (8 at mamba-2.8b's 5120 = 40 x 128) instead of one program running the
 # butterfly's stages and the m-mix one after another. H100, graph-timed, µs at 1 / 8 / 64
@@ -363,8 +363,10 @@ _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
 #   n = 1536: 3.43 / 3.64 / 3.73 -> 2.99 / 2.85 / 3.39
 # Powers of two (m = 1) have no mix, and their butterfly is as fast or faster (4096:
 # 2.23 / 2.53 / 2.57 against 2.01 / 2.26 / 3.58; 2048: 1.82 / 1.88 / 2.14 against 3.00 /
-# 2.17 / 2.76), so they keep it, as do 65 to _MMA_MIN_ROWS rows (not measured here).
-_DECODE_MMA_MAX_ROWS = 64
+# 2.17 / 2.76), so they keep it. In whole decode steps (A/B, docs/sweeps/hadamard_decode_ab_*):
+# 2.8b batch 1 2.64 -> 2.30 ms, batch 8 3.07 -> 2.83, batch 64 unchanged (4.90); 130m batch 64
+# 1.10 -> 1.20 ms although the kernel alone is faster (cause not measured). So up to 8 rows.
+_DECODE_MMA_MAX_ROWS = 8
 _DECODE_MMA_CONFIG = {"TILE_ROWS": 32, "COLS": 16, "ROW_BLOCKS": 1, "num_warps": 4, "MAX_K": 128}
 
 _MMA_FACTORS: dict[tuple[int, torch.device, int], tuple[int, int, torch.Tensor]] = {}

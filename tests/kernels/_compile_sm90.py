@@ -61,12 +61,10 @@ def prefill_gemm(tma):
     _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
 
 
-def decode_gemv(block_m, split, norm=False):
-    # norm: one token's rmsnorm_quant inside (mamba-2.8b's in_proj: K 2560, the row padded to 4096).
-    return _compile(_jit("int8_linear", "_int8_gemv_kernel"),
-                    dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True,
-                         NORM=norm, BLOCK_KN=4096 if norm else 1),
-                    {**_LINEAR_PTRS, "nh_ptr": "*fp16"}, floats=("norm_eps",), num_stages=4 if block_m <= 32 else 3)
+def decode_gemv(block_m, split):
+    _compile(_jit("int8_linear", "_int8_gemv_kernel"),
+             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True),
+             _LINEAR_PTRS, num_stages=4 if block_m <= 32 else 3)
 
 
 def decode_gemv_rows(m_rows):
@@ -133,7 +131,6 @@ CASES = [
     ("prefill_gemm[tma]", prefill_gemm, dict(tma=True)),
     ("decode_gemv[m16]", decode_gemv, dict(block_m=16, split=1)),
     ("decode_gemv[m16,split4]", decode_gemv, dict(block_m=16, split=4)),
-    ("decode_gemv[m16,norm]", decode_gemv, dict(block_m=16, split=1, norm=True)),
     ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),

@@ -65,19 +65,13 @@ class FusedQBlock(Block):
         cfg, ssm = mixer.config, mixer.ssm
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
+        hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
+                                        residual_out=None if out is None else out[1])
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
-        if out is None and residual is not None and hidden.numel() == hidden.shape[-1]:
-            # One token: the norm runs inside in_proj's GEMV (one launch less).
-            xzq, residual = tk.rmsnorm_int8_linear_quant(
-                hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
-                mixer.in_proj.weight, mixer.in_proj.weight_scale, xz_scale, static_weight=True)
-        else:
-            hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps,
-                                            mixer.in_proj.input_scale, residual_out=None if out is None else out[1])
-            xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
-                                       mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
-            del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
+        xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
+                                   mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)
+        del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
         xq, zq = xzq[..., :d], xzq[..., d:]
         # The conv and scan states are updated in place in the cache (no copies).
         uq, _ = tk.causal_conv1d_int8(

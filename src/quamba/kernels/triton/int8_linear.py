@@ -47,7 +47,7 @@ import triton.language as tl
 from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
                       quantize_int8, scalar_scale)
 
-__all__ = ["int8_linear", "int8_linear_quant", "rmsnorm_int8_linear_quant", "DECODE_MAX_M"]
+__all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
 
 DECODE_MAX_M = 64
 
@@ -286,23 +286,14 @@ _int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N"
 def _int8_gemv_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     ws_ptr, lock_ptr,
-    nh_ptr, nr_ptr, nw_ptr, nro_ptr, norm_eps,
     M, N, K, K_PER_SPLIT,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    NORM: tl.constexpr, BLOCK_KN: tl.constexpr, USE_PDL: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
-    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
-
-    NORM (one token, no K split): x is not an input but rmsnorm_quant's output, made
-    here. Each program adds the hidden row nh to the residual row nr, normalizes with
-    the weight nw, quantizes with x's scale and writes the int8 row to its own row
-    of the scratch at x_ptr, which its K loop then reads. Program 0 also writes the
-    new residual to nro. The sum over the row is the whole row's in every program,
-    so there is no handoff between programs: one launch less (the norm's) at the cost
-    of the row read by every program (5 to 15 KB from L2)."""
+    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -311,25 +302,9 @@ def _int8_gemv_kernel(
     k_start = pid_k * K_PER_SPLIT
     k_stop = tl.minimum(k_start + K_PER_SPLIT, K)
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
-    if NORM:
-        x_ptr += pid_n * K
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-    if NORM:
-        offs_kn = tl.arange(0, BLOCK_KN)
-        kn = offs_kn < K
-        nw = tl.load(nw_ptr + offs_kn, mask=kn, other=0.0).to(tl.float32)   # a weight: before the wait
-        pdl_wait(USE_PDL)
-        r = (tl.load(nh_ptr + offs_kn, mask=kn, other=0.0).to(tl.float32)
-             + tl.load(nr_ptr + offs_kn, mask=kn, other=0.0).to(tl.float32))
-        if pid_n == 0:
-            tl.store(nro_ptr + offs_kn, r, mask=kn)
-        # rmsnorm_quant's arithmetic, operation for operation (its sum may associate differently).
-        rstd = tl.math.div_rn(1.0, tl.sqrt_rn(tl.sum(r * r, axis=0) / K + norm_eps))
-        tl.store(x_ptr + offs_kn, quantize_int8(r * rstd * nw, tl.load(x_scale_ptr)), mask=kn)
-        tl.debug_barrier()                          # the row is written before the loop reads it
-    else:
-        pdl_wait(USE_PDL)
+    pdl_wait(USE_PDL)
     for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
@@ -507,11 +482,7 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False,
-            norm=None):
-    """norm: None, or (hidden (1, K), residual (1, K), norm weight (K,), eps, residual_out
-    (1, K) fp32) to compute x_q (then a placeholder of its shape) as rmsnorm_quant's
-    output inside the one-token GEMV (``_int8_gemv_kernel``'s NORM)."""
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False):
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
@@ -592,19 +563,12 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
         locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
-        norm_args = (dummy, dummy, dummy, dummy, 0.0)
-        if norm is not None:
-            hidden, residual, norm_w, eps, r_out = norm
-            x2 = torch.empty(n_blocks, K, dtype=torch.int8, device=x_q.device)   # a row per program
-            args_ptr = (x2,) + args_ptr[1:]
-            norm_args = (hidden, residual, norm_w, r_out, float(eps))
         _int8_gemv_kernel[(n_blocks, split)](
-            *args_ptr, ws, locks, *norm_args,
+            *args_ptr, ws, locks,
             M, N, K, cfg["K_PER_SPLIT"],
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            SPLIT_K=split, NORM=norm is not None, BLOCK_KN=next_pow2(K) if norm is not None else 1,
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
@@ -648,62 +612,6 @@ def int8_linear(
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"int8_linear: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
     return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear", out, static_weight)
-
-
-def _norm_fusable(M: int, N: int, K: int, device: torch.device) -> bool:
-    """Whether one token's rmsnorm_quant can run inside its GEMV: the tensor-core kernel
-    (wide weights) without a K split. QUAMBA_NORM_IN_GEMV=0 turns it off (A/B runs)."""
-    flag = os.environ.get("QUAMBA_NORM_IN_GEMV", "1")
-    if flag not in ("0", "1"):
-        raise ValueError(f"QUAMBA_NORM_IN_GEMV={flag!r}: use 0 or 1")
-    if flag == "0" or M != 1 or _GEMV_OVERRIDE is not None:
-        return False
-    if _rows_config(N, K) is not None and M <= _rows_max_m():
-        return False
-    return _gemv_config(M, N, K, device)["SPLIT_K"] == 1
-
-
-def rmsnorm_int8_linear_quant(
-    hidden: torch.Tensor,
-    residual: torch.Tensor,
-    norm_weight: torch.Tensor,
-    eps: float,
-    x_scale: torch.Tensor,
-    w_q: torch.Tensor,
-    w_scale: torch.Tensor,
-    out_scale: torch.Tensor,
-    static_weight: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rmsnorm_quant(hidden, residual, norm_weight, eps, x_scale)`` followed by
-    ``int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale)``: returns the
-    GEMV's int8 output (..., N) and the new residual (..., K) fp32. One token on a wide
-    weight (a decode step's in_proj) is one launch: every program of the GEMV makes
-    the normed row itself. Otherwise the two launches. The int8 values equal the two
-    launches' or are one step apart where the norm's sum, associated differently,
-    moves a value across a rounding boundary."""
-    from .rmsnorm_quant import rmsnorm_quant
-
-    op = "rmsnorm_int8_linear_quant"
-    K = hidden.shape[-1]
-    if w_q.dim() != 2 or w_q.shape[1] != K:
-        raise ValueError(f"{op}: w_q must be (N, K={K}), got shape {tuple(w_q.shape)}")
-    rows = hidden.numel() // max(K, 1)
-    if (residual is None or not _norm_fusable(rows, w_q.shape[0], K, hidden.device)
-            or hidden.dtype not in (torch.float16, torch.bfloat16, torch.float32)):
-        x_q, res = rmsnorm_quant(hidden, residual, norm_weight, eps, x_scale)
-        return int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=static_weight), res
-    check_device(op, hidden, residual, norm_weight)
-    if tuple(residual.shape) != tuple(hidden.shape) or norm_weight.numel() != K:
-        raise ValueError(f"{op}: residual must have hidden's shape {tuple(hidden.shape)} and norm_weight "
-                         f"{K} elements, got {tuple(residual.shape)} and {norm_weight.numel()}")
-    h = hidden.reshape(1, K).contiguous()
-    r = residual.reshape(1, K).contiguous()
-    r_out = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
-    placeholder = torch.empty(hidden.shape, dtype=torch.int8, device=hidden.device)
-    out = _launch(placeholder, w_q, x_scale, w_scale, None, out_scale, torch.float32, op,
-                  static_weight=static_weight,
-                  norm=(h, r, norm_weight.contiguous(), eps, r_out.view(1, K)))
-    return out, r_out
 
 
 def int8_linear_quant(

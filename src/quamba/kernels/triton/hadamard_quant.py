@@ -14,11 +14,14 @@ reshape/split/join/permute of the register tile, no memory traffic. The m part
 accumulates m rank-1 updates, out[i, :] += A[j, i] * FWHT(Y[j, :]) (m·m·2^k
 multiply-adds a row: 20·20·256 for mamba-2.8b's d_inner 5120).
 
-That kernel serves up to 256 rows (decode) and 2^k < 16. With more rows (prefill)
-its butterfly stages, each a shared-memory layout conversion, made it take 9% of
-HBM bandwidth; ``_hadamard_quant_mma_kernel`` puts both factors on tensor cores
-instead: F = Y @ B[:, block] is a GEMM against a ±1 block of B generated in
-registers from B[k, c] = (-1)^popcount(k & c), and the m-mix Aᵀ F a small dot.
+That kernel serves 2^k < 16, powers of two up to 256 rows, and other widths from 9 to
+256 rows. With more rows (prefill) its butterfly stages, each a shared-memory layout
+conversion, made it take 9% of HBM bandwidth; ``_hadamard_quant_mma_kernel`` puts both
+factors on tensor cores instead: F = Y @ B[:, block] is a GEMM against a ±1 block of B
+generated in registers from B[k, c] = (-1)^popcount(k & c), and the m-mix Aᵀ F a small
+dot. The same kernel with narrow column blocks serves decode steps (up to 8 rows) of
+widths with an m-mix: a row is then several programs instead of one running the
+butterfly and the mix in sequence (``_DECODE_MMA_CONFIG``).
 """
 
 from __future__ import annotations

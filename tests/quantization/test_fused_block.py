@@ -1,9 +1,11 @@
 """The fused Triton W8A8 block computes what the reference block does.
 
 Runs on CUDA when there is one, else on the CPU under TRITON_INTERPRET=1 (small
-shapes); skipped only when Triton itself is missing. Differences come from the
-kernels' fp32 epilogues and fp16 scan output flipping a few int8 roundings, so a
-single layer agrees to 36-45 dB; a wrong scale or layout would give < 10 dB.
+shapes); skipped only when Triton itself is missing. The reference rounds where the
+kernels round (the norm quantized from fp32, y handed on in fp16), so what differs is
+fp32 association alone: the epilogues' last bits, the chunked scan's order. That
+flips an int8 rounding only now and then (one layer: 150 dB for one token, 47 dB for
+five, one flip); a wrong scale or layout would give < 10 dB.
 """
 
 import pytest
@@ -48,7 +50,7 @@ def test_one_fused_layer_matches_reference(qmodel, seqlen):
         out, res = layer(hidden, residual)
     layer.__class__ = Block
     assert torch.equal(res, ref_res)
-    assert sqnr(ref_out, out.float()) > 33
+    assert sqnr(ref_out, out.float()) > 40
 
 
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.float16])
@@ -68,8 +70,36 @@ def test_fused_model_prefill_and_decode(qmodel, state_dtype):
     finally:
         qmodel.select_backend("reference")
         qmodel.ssm_state_dtype = torch.float32
-    assert sqnr(ref, full.float()) > 25
-    assert sqnr(full.float(), steps.float()) > 40
+    assert sqnr(ref, full.float()) > 60
+    # an fp16 state is rounded once per call, so token-by-token steps then differ from one call
+    assert sqnr(full.float(), steps.float()) > (60 if state_dtype == torch.float32 else 40)
+
+
+def test_fp16_model_generates_what_the_reference_does(qmodel, tmp_path):
+    """The deployed form (fp16 checkpoint, fp16 model): both backends pick the same greedy
+    tokens. Under the interpreter, whose fp32 arithmetic is the CPU's, the prompt's logits
+    are bit-identical. Before the reference rounded y to fp16 and quantized the fp32 norm,
+    ~0.2% of y's int8 values differed and greedy decoding of mamba1-ref-31m on the GPU
+    kept only its first 5 of 64 tokens."""
+    from quamba.quantization.checkpoint import load_quantized, save_quantized
+    from quamba.models.generate import generate
+
+    save_quantized(qmodel.to("cpu"), tmp_path / "q")
+    qmodel.to(DEVICE)
+    model = load_quantized(tmp_path / "q", dtype=torch.float16, device=DEVICE)
+    ids = torch.tensor([[0, 464, 1708, 302, 262, 1230, 318, 257, 2060]], device=DEVICE) % 8192
+    with torch.no_grad():
+        model.select_backend("reference")
+        ref_logits = model(ids)
+        ref_tokens = generate(model, ids[0], 12)
+        assert model.select_backend("triton") == "triton"
+        logits = model(ids)
+        tokens = generate(model, ids[0], 12)
+    assert torch.equal(tokens, ref_tokens)
+    if DEVICE == "cpu":
+        assert torch.equal(logits, ref_logits)
+    else:  # the GPU's exp, FMA contraction and reduction order move the last bits
+        assert sqnr(ref_logits.float(), logits.float()) > 40
 
 
 def test_state_matrix_follows_a_log_writes():

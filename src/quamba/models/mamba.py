@@ -141,8 +141,10 @@ class Block(nn.Module):
         residual = hidden.float() + residual.float() if residual is not None else hidden.float()
         if not self.residual_in_fp32:
             residual = residual.to(hidden.dtype)
-        normed = self.norm(residual).to(hidden.dtype)
-        return self.mixer(normed, cache), residual
+        normed = self.norm(residual)  # fp32
+        if getattr(self.mixer, "takes_fp32_input", False):  # a quantized mixer (see QMambaMixer)
+            return self.mixer(normed, cache, out_dtype=hidden.dtype), residual
+        return self.mixer(normed.to(hidden.dtype), cache), residual
 
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """The fused path without prefill graphs (what models.prefill_graphs captures)."""

@@ -180,8 +180,14 @@ class QMambaMixer(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def forward(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
-        """hidden: (batch, seqlen, d_model) -> (batch, seqlen, d_model) in hidden's dtype."""
+    # Block hands this mixer its RMSNorm output in fp32, not cast to the model dtype first: the
+    # fused kernel quantizes the fp32 value, and an fp16 rounding before the int8 one would move
+    # some values across a rounding boundary.
+    takes_fp32_input = True
+
+    def forward(self, hidden: torch.Tensor, cache: LayerCache | None = None,
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """hidden: (batch, seqlen, d_model) -> (batch, seqlen, d_model) in out_dtype (default hidden's)."""
         cfg, ssm = self.config, self.ssm
         hq, hs = self._quant("in_proj_input", hidden, self.in_proj.input_scale)
         x, z = self._linear(self.in_proj, hq, hs).chunk(2, dim=-1)
@@ -207,13 +213,17 @@ class QMambaMixer(nn.Module):
         if cache is not None:
             cache.conv_state.copy_(conv_state)
             cache.ssm_state.copy_(ssm_state)
-        y = y.float()  # fp32 in both modes (fake mode's fp64 inputs give an fp64 y)
+        # y goes on in fp16, as the fused scan kernel stores it (half the bytes; fp16's step is far
+        # finer than the int8 step y is quantized to next). Without this rounding here too, ~0.2% of
+        # y's int8 values land one step away from the GPU path's, and greedy decoding on the two
+        # diverges within a few tokens (measured on mamba1-ref-31m; docs/benchmarks.md).
+        y = y.float().half().float()
         if self.hadamard_ssm_output:
             y = y @ _rotation(y.shape[-1], y.device)
         if self.y_smooth is not None:
             y = y / self.y_smooth
         yq, ys = self._quant("y", y, self.out_proj.input_scale)
-        return self._linear(self.out_proj, yq, ys).to(hidden.dtype)
+        return self._linear(self.out_proj, yq, ys).to(out_dtype or hidden.dtype)
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,7 +4,8 @@
         fp16 on CUDA vs fp32 on CPU: perplexity (issue: within 0.5%).
     python benchmarks/gpu_checks.py w8a8 --model QDIR --text FILE --json OUT
         the W8A8 checkpoint through the fused Triton kernels (CUDA) vs the PyTorch int8
-        reference (CPU): perplexity (within 0.5%) and 64 greedy tokens.
+        reference (CPU), both with their fp parts in --gpu-dtype (fp16): perplexity (within
+        0.5%), 64 greedy tokens from PROMPT and from --prompts more prompts cut from the text.
 """
 
 from __future__ import annotations
@@ -31,9 +32,19 @@ def _ppl(model, tok, text, max_windows, seq_len=1024):
             "dtype": str(model.dtype), "backend": getattr(model, "backend", "fp")}
 
 
-def _greedy(model, tok, n=64):
-    ids = torch.tensor(tok.encode(PROMPT))
-    return generate(model, ids, n).tolist()
+def _greedy(model, prompt_ids, n=64):
+    return generate(model, torch.tensor(prompt_ids), n).tolist()
+
+
+def _identical_prefix(a, b):
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+
+
+def _more_prompts(tok, text, count, length=16):
+    """count prompts of `length` tokens, evenly spaced through the text."""
+    ids = tokenize_text(read_text(text), tok).tolist()
+    step = len(ids) // max(count, 1)
+    return [ids[i * step:i * step + length] for i in range(count)]
 
 
 @torch.inference_mode()
@@ -63,7 +74,8 @@ def main():
     parser.add_argument("--model", default=None)
     parser.add_argument("--text", required=True)
     parser.add_argument("--max-windows", type=int, default=None)
-    parser.add_argument("--gpu-dtype", default="fp16", help="dtype of the GPU model's fp parts")
+    parser.add_argument("--gpu-dtype", default="fp16", help="dtype of both models' fp parts (w8a8)")
+    parser.add_argument("--prompts", type=int, default=0, help="more greedy prompts cut from --text (w8a8)")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
     torch.set_num_threads(16)
@@ -71,15 +83,21 @@ def main():
         cpu, tok = load_with_tokenizer(args.model, dtype="fp32", device="cpu")
         gpu, _ = load_with_tokenizer(args.model, dtype="fp16", device="cuda")
     else:
-        cpu, tok = load_with_tokenizer(args.model, dtype="fp32", device="cpu", backend="reference")
+        # The same dtype on both sides: the reference then rounds where the kernels do.
+        cpu, tok = load_with_tokenizer(args.model, dtype=args.gpu_dtype, device="cpu", backend="reference")
         gpu, _ = load_with_tokenizer(args.model, dtype=args.gpu_dtype, device="cuda", backend="triton")
     out = {"what": args.what, "model": args.model, "text": args.text,
            "cpu": _ppl(cpu, tok, args.text, args.max_windows), "gpu": _ppl(gpu, tok, args.text, args.max_windows)}
     out["ppl_rel_diff"] = out["gpu"]["ppl"] / out["cpu"]["ppl"] - 1
-    cpu_tokens, gpu_tokens = _greedy(cpu, tok), _greedy(gpu, tok)
-    same = next((i for i, (a, b) in enumerate(zip(cpu_tokens, gpu_tokens)) if a != b), len(cpu_tokens))
+    prompt_ids = tok.encode(PROMPT)
+    cpu_tokens, gpu_tokens = _greedy(cpu, prompt_ids), _greedy(gpu, prompt_ids)
+    same = _identical_prefix(cpu_tokens, gpu_tokens)
     if args.what == "w8a8":
         out["teacher_forced"] = _teacher_forced(cpu, gpu, tok, cpu_tokens)
+        more = [_identical_prefix(_greedy(cpu, p), _greedy(gpu, p))
+                for p in _more_prompts(tok, args.text, args.prompts)]
+        out["more_prompts"] = {"count": len(more), "tokens_each": 64, "identical_prefix": more,
+                               "all_64_identical": sum(m == 64 for m in more)}
     out.update({"greedy_prompt": PROMPT, "greedy_cpu": tok.decode(cpu_tokens), "greedy_gpu": tok.decode(gpu_tokens),
                 "greedy_identical_prefix": same, "greedy_tokens": len(cpu_tokens),
                 "torch": torch.__version__, "device": torch.cuda.get_device_name()})

@@ -89,9 +89,8 @@ def test_fused_dt_equals_two_launches(b, l, d, n, r, per_channel, device, fused)
 
 @pytest.mark.parametrize("b,l,d,n,r,per_channel", CASES[:3])
 def test_fused_dt_matches_reference_composition(b, l, d, n, r, per_channel, device, fused):
-    """The PyTorch twins composed the same way: dt_proj (fp64 epilogue) requantized, then
-    the reference scan. dt agrees to the int8 step (the epilogues round differently only
-    at ties), the scan within the usual tolerances."""
+    """The PyTorch twins composed the same way: dt_proj (the same fp32 epilogue) requantized,
+    then the reference scan. dt agrees to the int8 step, the scan within the usual tolerances."""
     args, proj = _dt_proj_case(b, l, d, n, r, per_channel, device)
     y, h = selective_scan_int8(dt_q=None, **args, **proj)
     dt_ref = quantize_ref(int8_linear_ref(proj["dt_low_q"], proj["dt_w_q"], proj["dt_low_scale"],

@@ -1,6 +1,7 @@
 """int8 x int8 -> int32 linear layer with a dequantizing epilogue (reference twin).
 
-out = (x_q @ w_q^T) * (x_scale * w_scale) + bias, accumulated exactly in int32.
+out = (x_q @ w_q^T) * (x_scale * w_scale) + bias, accumulated exactly in int32 and
+dequantized in fp32 in the kernels' order.
 ``torch._int_mm`` does the integer product where the backend supports the shape;
 otherwise fp64 matmul of the int8 values is used, which is exact for any K below
 2**53 / 127**2 (far beyond every Mamba width).
@@ -40,9 +41,13 @@ def int8_linear_ref(
     acc = int8_matmul_ref(x_q.reshape(-1, x_q.shape[-1]), w_q).reshape(*lead, w_q.shape[0])
     if x_scale.dim() > 0:
         x_scale = x_scale.reshape(*lead, 1)
-    # fp64 epilogue: the correctly rounded value of acc * x_scale * w_scale, so this reference
-    # does not add rounding of its own that a kernel could disagree with.
-    out = acc.double() * (x_scale.double() * w_scale.double())
+    # The kernels' fp32 epilogue, operation for operation: fl(fl(acc) * fl(x_scale * w_scale)),
+    # then + bias. The same operations give the same bits, so a requantized output (x, z, dt, B, C)
+    # is the same int8 here and on the GPU. A correctly rounded fp64 epilogue differs from it in
+    # the last bit now and then, which moves a value across an int8 rounding boundary (measured on
+    # mamba1-ref-31m: 8-30 of 1.3M in_proj outputs over a 1024-token prefill), and those flips
+    # compound through the recurrence until greedy decoding diverges.
+    out = acc.float() * (x_scale.float() * w_scale.float())
     if bias is not None:
-        out = out + bias.double()
+        out = out + bias.float()
     return out.to(out_dtype)

@@ -17,7 +17,8 @@ The SSM input u gets Quamba's percentile-clipped scale; y is rotated by R
 - fake quant (``fake_quant = True``): the same rounding, but activations travel as
   dequantized floats and the matmuls use dequantized weights (QDQ simulation). It is
   done in fp64 so that it reproduces the int8 path's numbers instead of drifting
-  from them (see ``_linear``): a debugging twin for kernels as well as a simulator.
+  from them (see ``_linear``): it rounds each product once where the int8 path
+  rounds in fp32 as the kernels do, so the two differ only in rare last bits.
 
 With ``activations="dynamic"`` each quantized tensor gets a per-token scale at
 run time instead of a calibrated one (the accuracy ceiling of 8 bits).

@@ -22,6 +22,7 @@ from quamba.eval.perplexity import perplexity
 from quamba.models.generate import generate
 
 PROMPT = "And God said unto Moses,"
+GREEDY_TOKENS = 64
 
 
 def _ppl(model, tok, text, max_windows, seq_len=1024):
@@ -32,7 +33,7 @@ def _ppl(model, tok, text, max_windows, seq_len=1024):
             "dtype": str(model.dtype), "backend": getattr(model, "backend", "fp")}
 
 
-def _greedy(model, prompt_ids, n=64):
+def _greedy(model, prompt_ids, n=GREEDY_TOKENS):
     return generate(model, torch.tensor(prompt_ids), n).tolist()
 
 
@@ -96,8 +97,8 @@ def main():
         out["teacher_forced"] = _teacher_forced(cpu, gpu, tok, cpu_tokens)
         more = [_identical_prefix(_greedy(cpu, p), _greedy(gpu, p))
                 for p in _more_prompts(tok, args.text, args.prompts)]
-        out["more_prompts"] = {"count": len(more), "tokens_each": 64, "identical_prefix": more,
-                               "all_64_identical": sum(m == 64 for m in more)}
+        out["more_prompts"] = {"count": len(more), "tokens_each": GREEDY_TOKENS, "identical_prefix": more,
+                               "all_64_identical": sum(m == GREEDY_TOKENS for m in more)}
     out.update({"greedy_prompt": PROMPT, "greedy_cpu": tok.decode(cpu_tokens), "greedy_gpu": tok.decode(gpu_tokens),
                 "greedy_identical_prefix": same, "greedy_tokens": len(cpu_tokens),
                 "torch": torch.__version__, "device": torch.cuda.get_device_name()})

@@ -1,9 +1,13 @@
-"""Per-layer int8 intermediates: CPU reference vs the Triton path on DEV, same inputs per layer."""
+"""Per-layer int8 intermediates: CPU reference vs the Triton path on DEV, same inputs per layer.
+
+    OUTJ=out.json python benchmarks/parity_layers.py cuda QDIR val.txt 1024
+    (DEV cpu runs the kernels under TRITON_INTERPRET=1.)"""
 import os, sys, json, torch
 from quamba.api import load_with_tokenizer
 from quamba.kernels import triton as tk
 from quamba.quantization import qmixer
 from quamba.quantization.qmixer import _rotation
+from quamba.kernels.quantize_ref import quantize_ref
 from quamba.eval.data import read_text, tokenize_text
 DEV = sys.argv[1]; CK = sys.argv[2]; TEXT = sys.argv[3]; NTOK = int(sys.argv[4])
 torch.set_num_threads(16 if DEV == "cuda" else 2)
@@ -46,7 +50,7 @@ with torch.inference_mode():
                "y16_rel": float((y_tri - y_ref16).norm() / y_ref16.norm()),
                "y16_neq": int((y_tri.reshape(y_ref16.shape) != y_ref16).sum()),
                "y": cnt(rec_ref["y"][0], rec_tri["hadamard_quant"][0]),
-               "yq_from_tri_y16": cnt(rec_ref["y"][0], __import__("quamba.kernels.quantize_ref", fromlist=["x"]).quantize_ref(y_tri.reshape(y_ref16.shape) @ R, m.out_proj.input_scale)),
+               "yq_from_tri_y16": cnt(rec_ref["y"][0], quantize_ref(y_tri.reshape(y_ref16.shape) @ R, m.out_proj.input_scale)),
                "res_eq": bool(torch.equal(rr, tr.cpu())),
                "out_rel": float((ro.float() - to.cpu().float()).norm() / ro.float().norm())}
         rows.append(row); print(row, flush=True)

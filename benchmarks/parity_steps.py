@@ -1,4 +1,6 @@
-"""Decode parity: step the CPU reference and the Triton path through the same tokens."""
+"""Decode parity: step the CPU reference and the Triton path through the same tokens.
+
+    OUTJ=out.json python benchmarks/parity_steps.py cuda QDIR val.txt N_PROMPTS N_TOKENS"""
 import os, sys, json, torch
 sys.path.insert(0, os.path.dirname(__file__))
 from quamba.api import load_with_tokenizer

@@ -382,12 +382,15 @@ def _selective_scan_chunked_kernel(
         dt = tl.where(((t0 + offs_t) < L)[:, None], dt, 0.0)
         dA = tl.exp2(dt[:, None, :, None] * A[None, :, :, :])        # (CHUNK, ROWS, BLOCK_D, COLS)
         dBu = (dt * u)[:, None, :, None] * Bc[:, :, None, :]
-        # h_t = cum_a_t * h + cum_b_t: the steps of the chunk composed in order.
+        # The carried state enters as the first step's offset (h -> dA_0 * h + dBu_0 applied to
+        # it), so composing the steps in order yields the states themselves: h_t is the running
+        # offset, the running product of dA goes unused and the compiler drops it. The masked
+        # select is resolved at compile time (each register's timestep is known).
+        dBu = tl.where((offs_t == 0)[:, None, None, None], dA * h + dBu, dBu)
         if SCAN_IN_ORDER:
-            cum_a, cum_b = _compose_in_order(dA, dBu, offs_t, CHUNK)
+            _, hs = _compose_in_order(dA, dBu, offs_t, CHUNK)
         else:
-            cum_a, cum_b = tl.associative_scan((dA, dBu), axis=0, combine_fn=_compose_steps)
-        hs = cum_a * h + cum_b
+            _, hs = tl.associative_scan((dA, dBu), axis=0, combine_fn=_compose_steps)
         y = tl.sum(tl.sum(hs * Cc[:, :, None, :], axis=1), axis=2)    # (CHUNK, BLOCK_D)
         # The last step's state, by an exact masked sum (adds zeros only).
         h = tl.sum(tl.where((offs_t == CHUNK - 1)[:, None, None, None], hs, 0.0), axis=0, keep_dims=True)

@@ -3,6 +3,12 @@ profiled), for fp16 and W8A8 on one shape; with --prefill N, the same for one
 batch-1 prefill of N tokens (after the warm-up call that captures its graphs).
 Prints a table; writes JSON.
 
+Besides each kernel's busy time it records the GPU's idle time: the span from the first
+kernel's start to the last one's end, less the time some kernel ran, and that idle time
+split by the kernel that ends each gap (so a gap before every in_proj GEMM shows there).
+With programmatic dependent launch on, a kernel starts early and waits, so its busy time
+includes the wait and gaps shrink: profile with QUAMBA_PDL=0 for kernel times.
+
     python benchmarks/profile_decode.py --shape 2.8b [--prefill 2048] --json OUT
 """
 
@@ -47,22 +53,31 @@ for method in args.methods.split(","):
             for _ in range(steps):
                 run()
             torch.cuda.synchronize()
-    per_kernel = defaultdict(lambda: [0.0, 0])
-    for evt in prof.events():
-        if evt.device_type == torch.autograd.DeviceType.CUDA:
-            name = evt.name[:60]
-            per_kernel[name][0] += evt.device_time / steps / 1000  # ms per token (or prefill)
-            per_kernel[name][1] += 1 / steps
-    rows = sorted(([k, v[0], v[1]] for k, v in per_kernel.items()), key=lambda r: -r[1])
+    per_kernel = defaultdict(lambda: [0.0, 0, 0.0])   # busy ms, launches, idle ms before it
+    cuda_events = sorted((evt for evt in prof.events() if evt.device_type == torch.autograd.DeviceType.CUDA),
+                         key=lambda evt: evt.time_range.start)
+    busy_until = None
+    for evt in cuda_events:
+        name = evt.name[:60]
+        per_kernel[name][0] += evt.device_time / steps / 1000  # ms per token (or prefill)
+        per_kernel[name][1] += 1 / steps
+        start, end = evt.time_range.start, evt.time_range.end   # µs
+        if busy_until is not None and start > busy_until:
+            per_kernel[name][2] += (start - busy_until) / steps / 1000
+        busy_until = end if busy_until is None else max(busy_until, end)
+    rows = sorted(([k, *v] for k, v in per_kernel.items()), key=lambda r: -r[1])
     total = sum(r[1] for r in rows)
     launches = sum(r[2] for r in rows)
+    idle = sum(r[3] for r in rows)
     unit = "prefill" if args.prefill else "token"
     out[method] = {f"kernel_ms_per_{unit}": total, f"launches_per_{unit}": launches,
-                   "kernels": [{"name": n, "ms": ms, "count": c} for n, ms, c in rows]}
+                   f"idle_ms_per_{unit}": idle,
+                   "kernels": [{"name": n, "ms": ms, "count": c, "idle_ms_before": gap} for n, ms, c, gap in rows]}
     what = f"prefill {args.prefill}" if args.prefill else f"decode b={args.batch}, per token"
-    print(f"== {method} {args.shape} {what}: {total:.3f} ms of kernel time, {launches:.0f} launches")
-    for n, ms, c in rows[:14]:
-        print(f"  {ms:8.4f} ms  x{c:5.0f}  {n}")
+    print(f"== {method} {args.shape} {what}: {total:.3f} ms of kernel time, {launches:.0f} launches, "
+          f"{idle:.3f} ms idle between kernels (steps run back to back)")
+    for n, ms, c, gap in rows[:14]:
+        print(f"  {ms:8.4f} ms  x{c:5.0f}  idle before {gap:7.4f} ms  {n}")
     del model, run
     dec = None
     torch.cuda.empty_cache()

@@ -39,6 +39,16 @@ def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
     return not torch.cuda.is_current_stream_capturing()
 
 
+def _cache_key(cache) -> tuple | None:
+    """A graph writes the conv and SSM states in place, by address, in the dtype and layout
+    it was captured with. A later cache can reuse a freed one's memory with another state
+    dtype (``ssm_state_dtype`` switched between fp32 and fp16): the same addresses must not
+    replay the old graph, which would write fp32 states into an fp16 buffer."""
+    if cache is None:
+        return None
+    return tuple((t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) for t in (cache.conv_state, cache.ssm_state))
+
+
 def _weights_key(block) -> tuple:
     """Where the block's weights live and how often they were written: a graph reads
     them by address, so replaced (``.to()``) or rewritten (``load_state_dict``) weights
@@ -131,9 +141,7 @@ class PrefillGraphs:
             st.h.copy_(hidden)
         if residual is not None and residual.data_ptr() != st.r.data_ptr():
             st.r.copy_(residual)
-        gkey = (residual is None,
-                None if cache is None else (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()),
-                _weights_key(block))
+        gkey = (residual is None, _cache_key(cache), _weights_key(block))
         graphs = st.graphs.get(block)
         if graphs is None:
             graphs = st.graphs[block] = OrderedDict()

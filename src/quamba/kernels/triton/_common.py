@@ -1,7 +1,7 @@
 """Helpers shared by the Triton kernels: argument checks and int8 rounding.
 
 Kept free of model logic. ``quantize_int8`` is the in-kernel twin of
-``quantize_ref``: x / scale (IEEE division, like torch), clamped to
+``quantize_ref``: x / scale (correctly rounded, like torch's division), clamped to
 [-127, 127], rounded half to even (like ``torch.round``), cast to int8.
 """
 
@@ -22,8 +22,21 @@ _RNE_MAGIC = tl.constexpr(12582912.0)
 
 @triton.jit
 def quantize_int8(v, scale):
-    """fp32 tensor -> int8 tensor: clamp(round_half_even(v / scale), -127, 127)."""
-    q = tl.math.div_rn(v, scale)
+    """fp32 tensor -> int8 tensor: clamp(round_half_even(v / scale), -127, 127).
+
+    The division is a multiply by 1/scale and one fma correction, not an IEEE division
+    per element (``div_rn`` is about 15 SASS instructions and a slow-path branch; it was
+    a fifth of the int8 conv kernel). With r = RN(1/scale) and q0 = RN(v * r), the residual
+    v - q0 * scale is exact in an fma and RN(q0 + residual * r) is the correctly rounded
+    v / scale (Markstein's theorem) unless the residual underflows, which needs |v| below
+    ~2**-100: such a quotient rounds to 0 either way for any calibrated scale (>= 1e-8).
+    Checked exhaustively in C for 22 scales (all positive fp32 v up to v / scale = 256,
+    edge-case significands included): no int8 result differs from IEEE division's
+    (docs/kernels.md). q0 is clamped to +-256 first, so v = +-inf or an overflowing
+    quotient still saturates to +-127 instead of turning into inf - inf = NaN."""
+    r = tl.math.div_rn(1.0, scale)                    # per scale: once per program for a scalar
+    q0 = tl.minimum(tl.maximum(v * r, -256.0), 256.0)
+    q = tl.fma(tl.fma(-q0, scale, v), r, q0)
     q = tl.minimum(tl.maximum(q, -127.0), 127.0)   # clamping first keeps |q| < 2**22
     q = (q + _RNE_MAGIC) - _RNE_MAGIC
     return q.to(tl.int8)

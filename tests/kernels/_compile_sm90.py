@@ -95,12 +95,13 @@ def prefill_scan(fused_dt):
 
 def decode_scan():
     _compile(_jit("selective_scan", "_selective_scan_kernel"),
-             dict(_SCAN, FUSED_DT=True, BLOCK_R=32, BLOCK_D=16, CHUNK=1, USE_PDL=True), _SCAN_PTRS, num_warps=1)
+             dict(_SCAN, FUSED_DT=True, BLOCK_R=32, BLOCK_D=16, CHUNK=1, EARLY_STATE=True, USE_PDL=True), _SCAN_PTRS,
+             num_warps=1)
 
 
 def rmsnorm(rows, warps):
     _compile(_jit("rmsnorm_quant", "_add_rmsnorm_kernel"),
-             dict(HAS_RESIDUAL=True, QUANT=True, BLOCK_D=4096, ROWS=rows, USE_PDL=True),
+             dict(HAS_RESIDUAL=True, QUANT=True, BLOCK_D=4096, ROWS=rows, EARLY_RESIDUAL=True, USE_PDL=True),
              {"h_ptr": "*fp16", "x_ptr": I8}, floats=("eps",), num_warps=warps)
 
 

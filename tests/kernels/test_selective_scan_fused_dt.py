@@ -115,6 +115,21 @@ def test_fused_dt_state_in_place(l, device, fused):
     _assert_same_scan(y, h, y2, h2, device)
 
 
+@pytest.mark.parametrize("b", [1, 8])
+def test_early_state_gives_the_same_step(b, device):
+    """early_state only moves the state's load before the programmatic-dependent-launch wait
+    (the decode step's promise that the kernel just before does not write it): a decode step,
+    in place as the fused block runs it, gives the same bits either way."""
+    d, n, r = (24, 16, 5) if device.type == "cpu" else (5120, 16, 160)
+    args, proj = _dt_proj_case(b, 1, d, n, r, False, device)
+    outs = []
+    for early in (False, True):
+        h = args["initial_state"].clone()
+        y, _ = selective_scan_int8(dt_q=None, **{**args, "initial_state": h}, **proj, state_out=h, early_state=early)
+        outs.append((y, h))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
 @pytest.mark.parametrize("impl,dt_proj", [("chunked", "launch"), ("serial", "fused")])
 def test_fused_dt_other_prefill_paths(impl, dt_proj, device, monkeypatch):
     """dt_proj as its own launch inside the wrapper, and fused into the serial kernel."""

@@ -66,7 +66,7 @@ class FusedQBlock(Block):
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
-                                        residual_out=None if out is None else out[1])
+                                        residual_out=None if out is None else out[1], early_residual=True)
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
@@ -91,7 +91,7 @@ class FusedQBlock(Block):
             ssm.dt_bias, None if cache is None else cache.ssm_state,
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
-            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale)
+            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True)
         del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
             yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)

@@ -26,25 +26,32 @@ def _add_rmsnorm_kernel(
     M, D, eps,
     stride_hm, stride_rm, stride_xm, stride_om,
     HAS_RESIDUAL: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    EARLY_RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     # One pass over whole rows (BLOCK_D >= D), every load before any store, and nothing
     # written before pdl_wait: what lets residual_out be the residual itself (the prefill
     # graphs update their buffer pair in place). A variant that splits D must keep that.
+    # The weight (no kernel writes it), and the residual with EARLY_RESIDUAL (the caller's
+    # promise that the kernel just before does not write it), load before pdl_wait, while
+    # the kernel before still runs.
     pid = tl.program_id(0)
     offs_m = pid * ROWS + tl.arange(0, ROWS)
     offs_d = tl.arange(0, BLOCK_D)
     mm = offs_m < M
     mask = mm[:, None] & (offs_d < D)[None, :]
+    w = tl.load(w_ptr + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
+    r_p = r_ptr + offs_m[:, None] * stride_rm + offs_d[None, :]
+    if HAS_RESIDUAL and EARLY_RESIDUAL:
+        res = tl.load(r_p, mask=mask, other=0.0).to(tl.float32)
     pdl_wait(USE_PDL)
     r = tl.load(h_ptr + offs_m[:, None] * stride_hm + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
-        r += tl.load(r_ptr + offs_m[:, None] * stride_rm + offs_d[None, :], mask=mask,
-                     other=0.0).to(tl.float32)
+        if not EARLY_RESIDUAL:
+            res = tl.load(r_p, mask=mask, other=0.0).to(tl.float32)
+        r += res
     tl.store(ro_ptr + offs_m[:, None] * stride_om + offs_d[None, :], r, mask=mask)
     var = tl.sum(r * r, axis=1) / D
     rstd = tl.math.div_rn(tl.full(var.shape, 1.0, tl.float32), tl.sqrt_rn(var + eps))
-    w = tl.load(w_ptr + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
     x = r * rstd[:, None] * w[None, :]
     if QUANT:
         x = quantize_int8(x, tl.load(scale_ptr))
@@ -58,17 +65,23 @@ def rmsnorm_quant(
     eps: float,
     scale: torch.Tensor,
     residual_out: torch.Tensor | None = None,
+    early_residual: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden: (..., d) float; residual: (..., d) float or None; weight: (d,);
     eps: float; scale: per-tensor fp32.
     Returns x_q (..., d) int8 = quantize(rmsnorm(hidden + residual) * weight, scale)
     and residual_out (..., d) fp32 = hidden + residual (written to ``residual_out``
     when given: a contiguous fp32 tensor of hidden's shape; it may be ``residual``
-    itself, updated in place, as each row is read before it is written)."""
+    itself, updated in place, as each row is read before it is written).
+    early_residual: the caller promises that the kernel launched just before this one does
+    not write ``residual`` (under programmatic dependent launch this kernel may start while
+    that one still runs), so the residual is loaded before waiting for it. A layer stack
+    keeps it: the previous layer's out_proj runs just before, its norm wrote the residual."""
     op = "rmsnorm_quant"
     check_device(op, hidden, residual, weight, scale, residual_out)
     _check(op, hidden, residual, weight)
-    return _launch(op, hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale), residual_out)
+    return _launch(op, hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale), residual_out,
+                   early_residual=early_residual)
 
 
 def add_rmsnorm(
@@ -101,7 +114,8 @@ def _check(op, hidden, residual, weight) -> None:
         check_shape(op, "residual", residual, tuple(hidden.shape))
 
 
-def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=None, rows=None, num_warps=None):
+def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=None, rows=None, num_warps=None,
+            early_residual=False):
     """scale: the per-tensor int8 scale (QUANT), or None for a float output.
     rows, num_warps: override the heuristic (benchmarks/small_kernels_sweep.py)."""
     d = hidden.shape[-1]
@@ -142,6 +156,6 @@ def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=No
         M, d, float(eps),
         h2.stride(0), rr.stride(0), x.stride(0), r_out.stride(0),
         HAS_RESIDUAL=residual is not None, QUANT=scale is not None, BLOCK_D=block_d, ROWS=rows,
-        num_warps=num_warps, **pdl_launch_options(hidden.device),
+        EARLY_RESIDUAL=early_residual, num_warps=num_warps, **pdl_launch_options(hidden.device),
     )
     return x.reshape(*lead, d), r_out.reshape(*lead, d)

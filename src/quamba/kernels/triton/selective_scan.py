@@ -156,7 +156,8 @@ def _selective_scan_kernel(
     IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, EARLY_STATE: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N)."""
     pid_b = tl.program_id(0)
@@ -166,16 +167,16 @@ def _selective_scan_kernel(
     dm = offs_d < DIM
     nm = offs_n < NSTATE
     dn_mask = dm[:, None] & nm[None, :]
-    pdl_wait(USE_PDL)
-
+    # The model's parameters (A, D, dt_bias, the scales) are read before pdl_wait: no kernel
+    # writes them, so they load while the kernel before still runs. So is the initial state
+    # with EARLY_STATE (the caller's promise that the kernel launched just before does not
+    # write it: in a decode step that is x_proj; the state's writer ran a layer earlier).
     # Padded state columns get A = 0 and B = 0, so they stay exactly zero.
     A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an,
                 mask=dn_mask, other=0.0).to(tl.float32)
-    if HAS_H0:
-        h = tl.load(h0_ptr + pid_b * stride_hb + offs_d[:, None] * stride_hd + offs_n[None, :] * stride_hn,
-                    mask=dn_mask, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    h_p = h0_ptr + pid_b * stride_hb + offs_d[:, None] * stride_hd + offs_n[None, :] * stride_hn
+    if HAS_H0 and EARLY_STATE:
+        h = tl.load(h_p, mask=dn_mask, other=0.0).to(tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
     dtb = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
@@ -190,6 +191,11 @@ def _selective_scan_kernel(
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr + offs_d, mask=dm, other=0.0)[None, :]
         else:
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr)
+    pdl_wait(USE_PDL)
+    if HAS_H0 and not EARLY_STATE:
+        h = tl.load(h_p, mask=dn_mask, other=0.0).to(tl.float32)
+    if not HAS_H0:
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
 
     # Inputs are read in chunks of CHUNK timesteps as (BLOCK_D, CHUNK) tiles, the
     # next chunk's loads issued before this chunk's arithmetic (a prefetch
@@ -447,7 +453,7 @@ _STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
-            state_out=None, dt_proj=None):
+            state_out=None, dt_proj=None, early_state=False):
     """dt_proj: None, or (lq, w, w_per_channel) to compute dt from dt_proj's int8
     input lq (batch, seqlen, R) and weight w (dim, R); dt is then None."""
     if u.dim() != 3:
@@ -520,7 +526,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         kernel = _selective_scan_chunked_kernel
         layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order")
     else:
-        kernel, layout = _selective_scan_kernel, {}
+        kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None)
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
         dt_bias if dt_bias is not None else dummy, h0, y, final, lq, dtw,
@@ -559,6 +565,7 @@ def selective_scan_int8(
     state_out: torch.Tensor | None = None,
     dt_low_q: torch.Tensor | None = None, dt_low_scale: torch.Tensor | None = None,
     dt_w_q: torch.Tensor | None = None, dt_w_scale: torch.Tensor | None = None,
+    early_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
@@ -572,7 +579,13 @@ def selective_scan_int8(
 
     Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32,
     or written to ``state_out`` when given (fp32/fp16/bf16, rounded once on the store;
-    may be ``initial_state``: in place). The state is fp32 inside the kernel."""
+    may be ``initial_state``: in place). The state is fp32 inside the kernel.
+
+    early_state: the caller promises that the kernel launched just before this one does not
+    write ``initial_state`` (under programmatic dependent launch this kernel may start while
+    that one still runs): a decode step then loads the state before waiting for it. A
+    model's decode step keeps that promise (x_proj runs just before; the state's last
+    writer is this layer's scan of the token before); back-to-back scans on one state do not."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
                  dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)
@@ -620,7 +633,7 @@ def selective_scan_int8(
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
     scales += [lq_scale, dtw_scale]
     return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
-                   torch.float16, state_out, dt_proj)
+                   torch.float16, state_out, dt_proj, early_state)
 
 
 def selective_scan(

@@ -63,7 +63,7 @@ def prefill_gemm(tma):
 
 def decode_gemv(block_m, split):
     _compile(_jit("int8_linear", "_int8_gemv_kernel"),
-             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, EARLY_WEIGHT=True, USE_PDL=True),
+             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True),
              _LINEAR_PTRS, num_stages=4 if block_m <= 32 else 3)
 
 

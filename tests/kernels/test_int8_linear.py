@@ -127,19 +127,6 @@ def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
     assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
 
 
-@pytest.mark.parametrize("M,N,K", [(1, 300, 96), (5, 64, 700), (64, 130, 1000), (2, 520, 40)])
-def test_decode_kernel_early_weight_gives_the_same(M, N, K, device, monkeypatch):
-    """static_weight lets the tensor-core decode kernel load its first weight block before the
-    programmatic-dependent-launch wait: the same bits, with and without a K split, requantized."""
-    monkeypatch.setenv("QUAMBA_GEMV_ROWS", "off")
-    x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
-    s = torch.tensor(0.5, device=device)
-    late = int8_linear_quant(x_q, w_q, xs, ws, None, s)
-    early = int8_linear_quant(x_q, w_q, xs, ws, None, s, static_weight=True)
-    assert torch.equal(early, late)
-    assert torch.equal(late, quantize_ref(int8_linear_ref(x_q, w_q, xs, ws, None, out_dtype=torch.float32), s))
-
-
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
     x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)

@@ -291,14 +291,9 @@ def _int8_gemv_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    EARLY_WEIGHT: tl.constexpr, USE_PDL: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
-    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
-
-    With EARLY_WEIGHT (the caller's promise that no kernel writes the weight) the first
-    K block of the weight is loaded before ``pdl_wait``: under programmatic dependent launch
-    it streams while the kernel before (a decode step's latency-bound norm or Hadamard)
-    still runs."""
+    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -309,18 +304,8 @@ def _int8_gemv_kernel(
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-    k_first = 0
-    if EARLY_WEIGHT:
-        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_stop - k_start), other=0)
-        pdl_wait(USE_PDL)
-        x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_stop - k_start), other=0)
-        acc = tl.dot(w, tl.trans(x), acc, out_dtype=tl.int32)
-        w_ptrs += BLOCK_K * stride_wk
-        x_ptrs += BLOCK_K * stride_xk
-        k_first = 1
-    else:
-        pdl_wait(USE_PDL)
-    for kk in range(k_first, tl.cdiv(k_stop - k_start, BLOCK_K)):
+    pdl_wait(USE_PDL)
+    for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
         x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
@@ -583,7 +568,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             M, N, K, cfg["K_PER_SPLIT"],
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            SPLIT_K=split, EARLY_WEIGHT=static_weight, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),

@@ -19,6 +19,9 @@ kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
+The norm and the scan are also told (``early_residual``, ``early_state``) that the
+kernel just before them (the previous layer's out_proj, x_proj) writes neither the
+residual nor the SSM state, so they load those before waiting too.
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the

@@ -77,7 +77,7 @@ def decode_gemv_rows(m_rows):
 def conv(block_l, block_d):
     _compile(_jit("causal_conv1d", "_causal_conv1d_kernel"),
              dict(WIDTH=4, HAS_BIAS=True, HAS_STATE=True, SILU=True, IS_INT8=True, W_PER_CHANNEL=False,
-                  BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=4, EARLY_STATE=block_l == 1, USE_PDL=True),
+                  BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=4, USE_PDL=True),
              {p: I8 for p in ("x_ptr", "w_ptr", "state_ptr", "out_ptr", "new_state_ptr")})
 
 

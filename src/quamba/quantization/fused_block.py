@@ -19,9 +19,9 @@ kernels/triton/selective_scan.py), eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
-The norm, the conv and the scan are also told (``early_residual``, ``early_state``)
-that the kernel just before them (the previous layer's out_proj, in_proj, x_proj) does
-not write the residual or their state, so they load those before waiting too.
+The norm and the scan are also told (``early_residual``, ``early_state``) that the
+kernel just before them (the previous layer's out_proj, x_proj) writes neither the
+residual nor the SSM state, so they load those before waiting too.
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the
@@ -80,7 +80,7 @@ class FusedQBlock(Block):
         uq, _ = tk.causal_conv1d_int8(
             xq, mixer.conv1d.input_scale, mixer.conv1d.weight, mixer.conv1d.weight_scale, mixer.conv1d.bias,
             None if cache is None else cache.conv_state, mixer.x_proj.input_scale,
-            state_out=None if cache is None else cache.conv_state, early_state=True)
+            state_out=None if cache is None else cache.conv_state)
         us = mixer.x_proj.input_scale
         # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
         dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))

@@ -35,8 +35,7 @@ def _causal_conv1d_kernel(
     stride_nb, stride_nd, stride_nk,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STATE: tl.constexpr, SILU: tl.constexpr,
     IS_INT8: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, EARLY_STATE: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(1)
@@ -46,12 +45,7 @@ def _causal_conv1d_kernel(
     d_mask = offs_d < D
     x_base = x_ptr + pid_b * stride_xb
     s_base = state_ptr + pid_b * stride_sb
-    # EARLY_STATE (a decode step, seqlen 1, on the caller's promise that the kernel launched
-    # just before does not write the state): taps 0..WIDTH-2 read only the state and the
-    # weights, so they run before pdl_wait, while the kernel before (in_proj) still runs;
-    # only the last tap reads x.
-    if not EARLY_STATE:
-        pdl_wait(USE_PDL)
+    pdl_wait(USE_PDL)
     # The state holds past inputs; the reference concatenates it to x in x's
     # dtype, so a wider state (an fp32 cache beside fp16 activations) is rounded
     # to x's dtype first.
@@ -60,8 +54,6 @@ def _causal_conv1d_kernel(
     acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
         w_k = tl.load(w_ptr + offs_d * stride_wd + k * stride_wk, mask=d_mask, other=0).to(tl.float32)
-        if EARLY_STATE and k == WIDTH - 1:
-            pdl_wait(USE_PDL)
         src = offs_l + (k - (WIDTH - 1))                           # input time of this tap
         xm = (src >= 0) & (src < L)
         xv = tl.load(x_base + src[:, None] * stride_xl + offs_d[None, :] * stride_xd,
@@ -115,10 +107,9 @@ def _causal_conv1d_kernel(
 _DECODE_OVERRIDE: dict | None = None
 
 
-def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8_scales=None, early_state=False):
+def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8_scales=None):
     """Launches the kernel on checked arguments (shared by both wrappers).
-    int8_scales: (x_scale, w_scale, out_scale) fp32 for int8 activations, else None.
-    early_state: see causal_conv1d_int8 (honoured for a single step only)."""
+    int8_scales: (x_scale, w_scale, out_scale) fp32 for int8 activations, else None."""
     batch, seqlen, dim = x.shape
     width = weight.shape[1]
     st = conv_state if conv_state is not None else new_state   # dummy pointer when absent
@@ -150,7 +141,6 @@ def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8
         WIDTH=width, HAS_BIAS=bias is not None, HAS_STATE=conv_state is not None, SILU=silu,
         IS_INT8=int8_scales is not None, W_PER_CHANNEL=per_ch,
         BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1),
-        EARLY_STATE=early_state and seqlen == 1 and conv_state is not None,
         num_warps=num_warps, **pdl_launch_options(x.device),
     )
 

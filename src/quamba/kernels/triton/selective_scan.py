@@ -58,23 +58,22 @@ def _compose_steps(a_first, b_first, a_then, b_then):
 
 
 @triton.jit
-def _compose_in_order(dA, dBu, offs_t, CHUNK: tl.constexpr):
-    """What tl.associative_scan((dA, dBu), axis=0, _compose_steps) computes under
-    the interpreter, one step after another: the same combines in the same order,
-    so the same values. The interpreter runs associative_scan one element at a
-    time in Python; here each step is a few whole-tile numpy operations."""
-    acc_a = tl.full((1, dA.shape[1], dA.shape[2], dA.shape[3]), 1.0, tl.float32)     # the identity map
-    acc_b = tl.zeros((1, dA.shape[1], dA.shape[2], dA.shape[3]), tl.float32)
-    cum_a = tl.zeros(dA.shape, tl.float32)
-    cum_b = tl.zeros(dA.shape, tl.float32)
+def _states_in_order(dA, dBu, offs_t, CHUNK: tl.constexpr):
+    """The running offset of tl.associative_scan((dA, dBu), axis=0, _compose_steps), as the
+    interpreter computes it: one step after another, each the combine's own expression
+    (a_then * b_first + b_then), so the same values. The running product of dA is not
+    needed (the carried state is folded into the first step's offset). The interpreter runs
+    associative_scan one element at a time in Python; here each step is a few whole-tile
+    numpy operations."""
+    acc = tl.zeros((1, dA.shape[1], dA.shape[2], dA.shape[3]), tl.float32)
+    states = tl.zeros(dA.shape, tl.float32)
     for j in tl.static_range(CHUNK):
         sel = (offs_t == j)[:, None, None, None]
         a_j = tl.sum(tl.where(sel, dA, 0.0), axis=0, keep_dims=True)     # exact: adds zeros only
         b_j = tl.sum(tl.where(sel, dBu, 0.0), axis=0, keep_dims=True)
-        acc_a, acc_b = _compose_steps(acc_a, acc_b, a_j, b_j)            # after the identity: (a0, b0) exactly
-        cum_a = tl.where(sel, acc_a, cum_a)
-        cum_b = tl.where(sel, acc_b, cum_b)
-    return cum_a, cum_b
+        acc = a_j * acc + b_j                                            # after zero: b_0 exactly
+        states = tl.where(sel, acc, states)
+    return states
 
 
 @triton.jit
@@ -394,7 +393,7 @@ def _selective_scan_chunked_kernel(
         # select is resolved at compile time (each register's timestep is known).
         dBu = tl.where((offs_t == 0)[:, None, None, None], dA * h + dBu, dBu)
         if SCAN_IN_ORDER:
-            _, hs = _compose_in_order(dA, dBu, offs_t, CHUNK)
+            hs = _states_in_order(dA, dBu, offs_t, CHUNK)
         else:
             _, hs = tl.associative_scan((dA, dBu), axis=0, combine_fn=_compose_steps)
         y = tl.sum(tl.sum(hs * Cc[:, :, None, :], axis=1), axis=2)    # (CHUNK, BLOCK_D)

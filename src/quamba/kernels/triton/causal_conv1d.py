@@ -103,6 +103,85 @@ def _causal_conv1d_kernel(
                  mask=jm[:, None] & d_mask[None, :])
 
 
+# Widths up to which a decode step of the conv can run in another kernel's epilogue
+# (its taps are held as separate register tiles; every Mamba checkpoint has width 4).
+CONV_STEP_MAX_WIDTH = 4
+
+
+@triton.jit
+def _tap_or_zeros(ptr, mask, k: tl.constexpr, WIDTH: tl.constexpr, LIMIT: tl.constexpr):
+    if k < LIMIT:
+        return tl.load(ptr + k, mask=mask, other=0)
+    return tl.zeros(mask.shape, dtype=ptr.dtype.element_ty)
+
+
+@triton.jit
+def conv_step_load(state_ptr, w_ptr, offs_m, offs_n, M, D, WIDTH: tl.constexpr):
+    """First half of one decode step of the int8 conv (WIDTH <= 4), for a (sequences,
+    channels) tile of another kernel (in_proj's GEMV, whose epilogue produces the conv's
+    input): the loads of the int8 state (contiguous (M, D, WIDTH - 1)) and of the weight
+    (contiguous (D, WIDTH)). They are issued early (before that kernel's ``pdl_wait`` and
+    main loop) and used only in ``conv_step_finish``, so their latency hides behind the
+    kernel's own work. Returns the state taps s0..s2 as (BLOCK_M, BLOCK_N) tiles and the
+    weight taps w0..w3 as (BLOCK_N,) vectors, zeros beyond the width. Columns n >= D load
+    nothing."""
+    cm = offs_n < D
+    mm = (offs_m[:, None] < M) & cm[None, :]
+    s_base = state_ptr + offs_m[:, None] * (D * (WIDTH - 1)) + offs_n[None, :] * (WIDTH - 1)
+    w_base = w_ptr + offs_n * WIDTH
+    return (_tap_or_zeros(s_base, mm, 0, WIDTH, WIDTH - 1), _tap_or_zeros(s_base, mm, 1, WIDTH, WIDTH - 1),
+            _tap_or_zeros(s_base, mm, 2, WIDTH, WIDTH - 1),
+            _tap_or_zeros(w_base, cm, 0, WIDTH, WIDTH), _tap_or_zeros(w_base, cm, 1, WIDTH, WIDTH),
+            _tap_or_zeros(w_base, cm, 2, WIDTH, WIDTH), _tap_or_zeros(w_base, cm, 3, WIDTH, WIDTH))
+
+
+@triton.jit
+def conv_step_finish(x_q, taps, offs_m, offs_n, M, D, state_ptr,
+                     x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+                     WIDTH: tl.constexpr, W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Second half: x_q (BLOCK_M, BLOCK_N) int8 is the step's new input, taps what
+    ``conv_step_load`` returned. The taps are summed in the conv kernel's order (state
+    entries oldest first, then x_q), then scale, bias, SiLU and the int8 quantization
+    exactly as ``_causal_conv1d_kernel`` does them. The state moves one step in place
+    (x_q its newest entry). Returns the tile with columns n < D replaced by the conv's
+    int8 output u (columns n >= D keep x_q)."""
+    s0, s1, s2, w0, w1, w2, w3 = taps
+    cm = offs_n < D
+    mm = (offs_m[:, None] < M) & cm[None, :]
+    acc = tl.zeros(x_q.shape, dtype=tl.float32)
+    acc += s0.to(tl.float32) * w0.to(tl.float32)[None, :]
+    if WIDTH > 2:
+        acc += s1.to(tl.float32) * w1.to(tl.float32)[None, :]
+    if WIDTH > 3:
+        acc += s2.to(tl.float32) * w2.to(tl.float32)[None, :]
+    if WIDTH == 2:
+        w_last = w1
+    elif WIDTH == 3:
+        w_last = w2
+    else:
+        w_last = w3
+    acc += x_q.to(tl.float32) * w_last.to(tl.float32)[None, :]
+    if W_PER_CHANNEL:
+        w_scale = tl.load(w_scale_ptr + offs_n, mask=cm, other=0)
+    else:
+        w_scale = tl.load(w_scale_ptr)
+    acc = acc * (tl.load(x_scale_ptr) * w_scale)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=cm, other=0.0).to(tl.float32)[None, :]
+    acc = acc / (1.0 + tl.exp(-acc))
+    u = quantize_int8(acc, tl.load(out_scale_ptr))
+    # Every thread has its state entries (loaded at the start) before any is overwritten:
+    # a tile element may live in several threads.
+    tl.debug_barrier()
+    s_base = state_ptr + offs_m[:, None] * (D * (WIDTH - 1)) + offs_n[None, :] * (WIDTH - 1)
+    if WIDTH > 2:
+        tl.store(s_base, s1, mask=mm)
+    if WIDTH > 3:
+        tl.store(s_base + 1, s2, mask=mm)
+    tl.store(s_base + (WIDTH - 2), x_q, mask=mm)
+    return tl.where(cm[None, :], u, x_q)
+
+
 # Set by benchmarks/small_kernels_sweep.py to sweep a decode step's tile; None in normal use.
 _DECODE_OVERRIDE: dict | None = None
 

@@ -32,22 +32,29 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
   (QUAMBA_GEMV_ROWS picks other routings for A/B runs: docs/benchmarks.md).
 
 ``int8_linear_quant`` is the same with the output requantized to int8
-(``quantize_ref(out, out_scale)``) in the epilogue.
+(``quantize_ref(out, out_scale)``) in the epilogue. ``int8_linear_conv_step`` is
+in_proj's decode step: the causal conv that consumes in_proj's x half runs in the
+decode kernel's epilogue (``conv_step_load``/``conv_step_finish`` in causal_conv1d.py),
+one launch a layer fewer. 2.8b decode, H100, A/B alternated three times in one process:
+batch 1 2.084 -> 2.032 ms a token, batch 8 2.562 -> 2.477, the logits bit-identical
+(docs/sweeps/conv_in_proj_ab_b{1,8}_h100.json).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
-                      quantize_int8, scalar_scale)
+from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
+                      pdl_wait, quantize_int8, scalar_scale)
+from .causal_conv1d import CONV_STEP_MAX_WIDTH, conv_step_finish, conv_step_load
 
-__all__ = ["int8_linear", "int8_linear_quant", "DECODE_MAX_M"]
+__all__ = ["int8_linear", "int8_linear_quant", "int8_linear_conv_step", "DECODE_MAX_M"]
 
 DECODE_MAX_M = 64
 
@@ -283,17 +290,37 @@ _int8_gemm_tuned = triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N"
 # ----------------------------------------------------------------------------- decode GEMV
 
 @triton.jit
+def _leading_rows(tile, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr):
+    """The first ROWS rows of a (BLOCK_M, BLOCK_N) tile (a select and an exact sum of zeros)."""
+    if ROWS == BLOCK_M:
+        return tile
+    blocks = tl.reshape(tile, (BLOCK_M // ROWS, ROWS, BLOCK_N))
+    first = tl.arange(0, BLOCK_M // ROWS)[:, None, None] == 0
+    return tl.sum(tl.where(first, blocks, 0), axis=0).to(tile.dtype)
+
+
+@triton.jit
 def _int8_gemv_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     ws_ptr, lock_ptr,
-    M, N, K, K_PER_SPLIT,
+    conv_w_ptr, conv_w_scale_ptr, conv_bias_ptr, conv_state_ptr, conv_x_scale_ptr, conv_out_scale_ptr,
+    M, N, K, K_PER_SPLIT, D_CONV,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    USE_PDL: tl.constexpr, CONV_WIDTH: tl.constexpr = 0, CONV_W_PER_CH: tl.constexpr = False,
+    CONV_HAS_BIAS: tl.constexpr = False, CONV_EARLY: tl.constexpr = False, CONV_ROWS: tl.constexpr = 1,
 ):
-    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split."""
+    """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
+
+    CONV_WIDTH > 0 (no K split; one token per sequence): the output columns below D_CONV
+    are the input of a causal conv, run here as one decode step on the int8 tile
+    (``conv_step_load`` before the main loop, ``conv_step_finish`` in the epilogue: the
+    conv state updated in place, u written in their place). CONV_EARLY: the state and
+    conv weights are loaded before ``pdl_wait``. The conv runs on the tile's first
+    CONV_ROWS rows only (>= M; the MMA pads the tokens to 16, and at one token the
+    other 15 rows would cost the epilogue 16 times the conv's work)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -304,7 +331,13 @@ def _int8_gemv_kernel(
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_k)[None, :] * stride_wk
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+    if CONV_WIDTH > 0 and CONV_EARLY:
+        conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, D_CONV,
+                                   CONV_WIDTH)
     pdl_wait(USE_PDL)
+    if CONV_WIDTH > 0 and not CONV_EARLY:
+        conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, D_CONV,
+                                   CONV_WIDTH)
     for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
@@ -319,6 +352,13 @@ def _int8_gemv_kernel(
     if SPLIT_K == 1:
         out = _epilogue(acc, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
                         X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
+        if CONV_WIDTH > 0:
+            offs_r = tl.arange(0, CONV_ROWS)
+            out = conv_step_finish(_leading_rows(out, BLOCK_M, BLOCK_N, CONV_ROWS), conv_taps, offs_r, offs_n, M,
+                                   D_CONV, conv_state_ptr, conv_x_scale_ptr, conv_w_scale_ptr, conv_bias_ptr,
+                                   conv_out_scale_ptr, CONV_WIDTH, CONV_W_PER_CH, CONV_HAS_BIAS)
+            o_mask = (offs_r[:, None] < M) & (offs_n[None, :] < N)
+            o_ptrs = out_ptr + offs_r[:, None] * stride_om + offs_n[None, :] * stride_on
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
     else:
         # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
@@ -425,6 +465,14 @@ def _rows_config(N: int, K: int) -> dict | None:
     return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
 
 
+def _rows_route(M: int, N: int, K: int) -> dict | None:
+    """The CUDA-core kernel's shape where it serves these M tokens, else None."""
+    cfg = _rows_config(N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
+    if cfg is not None and M > 1 and cfg["BLOCK_K"] < K:
+        return None   # several tokens only in the single-pass variant (the slab reused from registers)
+    return cfg
+
+
 # Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
 _LOCKS: dict[torch.device, torch.Tensor] = {}
 
@@ -482,7 +530,9 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- wrappers
 
-def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False):
+def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False,
+            conv=None):
+    """conv: the GEMV's conv epilogue (``_ConvStep``), only where ``_conv_fusable`` said so."""
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
@@ -543,9 +593,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                  QUANT_OUT=quant_out, OUT_PER_COL=out_per_col)
     args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
                 out_scale if quant_out else dummy)
-    rows_cfg = _rows_config(N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
-    if rows_cfg is not None and M > 1 and rows_cfg["BLOCK_K"] < K:
-        rows_cfg = None   # several tokens only in the single-pass variant (the slab reused from registers)
+    rows_cfg = _rows_route(M, N, K)
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
@@ -563,12 +611,22 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
         locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
+        if conv is None:
+            conv_args, conv_flags = (dummy,) * 6 + (0,), {}
+        else:
+            assert split == 1, "the conv epilogue needs whole output columns (no K split)"
+            conv_args = (conv.weight, conv.weight_scale, conv.bias if conv.bias is not None else dummy,
+                         conv.state, conv.x_scale, conv.out_scale, conv.weight.shape[0])
+            width = conv.weight.shape[1]
+            conv_flags = dict(CONV_WIDTH=width, CONV_W_PER_CH=conv.weight_scale.numel() > 1,
+                              CONV_HAS_BIAS=conv.bias is not None, CONV_EARLY=conv.early_state,
+                              CONV_ROWS=next_pow2(M))
         _int8_gemv_kernel[(n_blocks, split)](
-            *args_ptr, ws, locks,
-            M, N, K, cfg["K_PER_SPLIT"],
+            *args_ptr, ws, locks, *conv_args[:6],
+            M, N, K, cfg["K_PER_SPLIT"], conv_args[6],
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
@@ -629,3 +687,86 @@ def int8_linear_quant(
     input but have different output scales, e.g. in_proj's x and z halves)."""
     return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant",
                    static_weight=static_weight)
+
+
+class _ConvStep(NamedTuple):
+    """The conv that ``int8_linear_conv_step`` runs in the GEMV's epilogue (checked arguments)."""
+    weight: torch.Tensor        # (D, width) int8, contiguous
+    weight_scale: torch.Tensor  # fp32, per-tensor (0-dim) or (D,)
+    bias: torch.Tensor | None   # (D,) or None
+    state: torch.Tensor         # (batch, D, width - 1) int8, contiguous: updated in place
+    x_scale: torch.Tensor       # fp32 0-dim: the scale the conv's int8 input was quantized with
+    out_scale: torch.Tensor     # fp32 0-dim: u's scale
+    early_state: bool
+
+
+# Up to how many sequences the conv runs in the GEMV's epilogue: with 64 the tile's conv
+# taps no longer fit in registers (97 spilled words in the sm_90 SASS; none at 32).
+CONV_STEP_MAX_M = 32
+
+
+def _conv_fusable(M: int, N: int, K: int, device: torch.device) -> bool:
+    """Whether the decode GEMV serves these shapes without a K split (whole columns a program)."""
+    return (M <= CONV_STEP_MAX_M and _rows_route(M, N, K) is None
+            and _gemv_config(M, N, K, device)["SPLIT_K"] == 1)
+
+
+def int8_linear_conv_step(
+    x_q: torch.Tensor,
+    w_q: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_scale: torch.Tensor,
+    out_scale: torch.Tensor,
+    conv_w_q: torch.Tensor,
+    conv_w_scale: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    conv_state_q: torch.Tensor,
+    conv_x_scale: torch.Tensor,
+    u_scale: torch.Tensor,
+    early_state: bool = False,
+) -> torch.Tensor:
+    """A decode step of in_proj and the causal conv after it, in one launch where it can.
+
+    x_q: (batch, 1, K) int8, one new token per sequence. The first D = conv_w_q.shape[0]
+    output columns of ``int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale)``
+    are the conv's int8 input (quantized with out_scale's first D entries, which should
+    equal conv_x_scale: the conv dequantizes with that); they go through one step of
+    ``causal_conv1d_int8(..., conv_state_q, u_scale, state_out=conv_state_q)``.
+    Returns (batch, 1, N) int8: u in the first D columns, the requantized linear output
+    in the rest; conv_state_q (batch, D, width - 1) is updated in place.
+
+    One launch when the decode GEMV covers whole output columns (no K split: in_proj's
+    shapes) for up to CONV_STEP_MAX_M sequences and the conv is at most
+    CONV_STEP_MAX_WIDTH wide, else the two kernels; the result is the same.
+    early_state: the caller promises that the kernel launched just before this one does
+    not write conv_state_q (true in a Mamba block, where the norm comes before), so the
+    state is read before ``pdl_wait``."""
+    op = "int8_linear_conv_step"
+    check_device(op, x_q, w_q, conv_w_q, conv_w_scale, conv_bias, conv_state_q, conv_x_scale, u_scale)
+    if x_q.dim() != 3 or x_q.shape[1] != 1:
+        raise ValueError(f"{op}: x_q must be (batch, 1, K): one token per sequence, got shape {tuple(x_q.shape)}")
+    check_dtype(op, "conv_w_q", conv_w_q, (torch.int8,))
+    check_dtype(op, "conv_state_q", conv_state_q, (torch.int8,))
+    batch, N = x_q.shape[0], w_q.shape[0]
+    if conv_w_q.dim() != 2 or conv_w_q.shape[0] > N or conv_w_q.shape[1] < 2:
+        raise ValueError(f"{op}: conv_w_q must be (D <= {N}, width >= 2), got shape {tuple(conv_w_q.shape)}")
+    dim, width = conv_w_q.shape
+    check_shape(op, "conv_state_q", conv_state_q, (batch, dim, width - 1))
+    if conv_bias is not None:
+        check_shape(op, "conv_bias", conv_bias, (dim,))
+    if conv_w_scale.numel() not in (1, dim):
+        raise ValueError(f"{op}: conv_w_scale must be per-tensor or ({dim},), got shape {tuple(conv_w_scale.shape)}")
+    fused = (width <= CONV_STEP_MAX_WIDTH and conv_w_q.is_contiguous() and conv_state_q.is_contiguous()
+             and _conv_fusable(batch, N, w_q.shape[1], x_q.device))
+    if not fused:
+        from .causal_conv1d_int8 import causal_conv1d_int8
+        out = int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=True)
+        u, _ = causal_conv1d_int8(out[..., :dim], conv_x_scale, conv_w_q, conv_w_scale, conv_bias, conv_state_q,
+                                  u_scale, state_out=conv_state_q)
+        out[..., :dim] = u
+        return out
+    ws = conv_w_scale.reshape(()) if conv_w_scale.numel() == 1 else conv_w_scale.reshape(dim)
+    conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
+                     conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
+                     scalar_scale(op, "u_scale", u_scale), early_state)
+    return _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)

@@ -61,15 +61,13 @@ def prefill_gemm(tma):
     _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
 
 
-def decode_gemv(block_m, split, conv_width=0, conv_rows=1, x_proj=False):
-    """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step),
-    x_proj: and x_proj of its output too."""
+def decode_gemv(block_m, split, conv_width=0, conv_rows=1):
+    """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step)."""
     conv = dict(CONV_WIDTH=conv_width, CONV_W_PER_CH=True, CONV_HAS_BIAS=True, CONV_EARLY=True,
-                CONV_ROWS=conv_rows, X_PROJ=x_proj, XW_PER_COL=True, BLOCK_NX=256)
+                CONV_ROWS=conv_rows)
     _compile(_jit("int8_linear", "_int8_gemv_kernel"),
              dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True, **conv),
-             dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8, xw_ptr=I8, x_acc_ptr="*i32", x_lock_ptr="*i32",
-                  x_out_ptr=I8), num_stages=4 if block_m <= 32 else 3)
+             dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8), num_stages=4 if block_m <= 32 else 3)
 
 
 def decode_gemv_rows(m_rows):
@@ -140,7 +138,6 @@ CASES = [
     ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
     ("decode_gemv[m16,conv4,rows1]", decode_gemv, dict(block_m=16, split=1, conv_width=4)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
-    ("decode_gemv[m16,conv4,rows1,x_proj]", decode_gemv, dict(block_m=16, split=1, conv_width=4, x_proj=True)),
     ("decode_gemv[m32,conv4,rows32]", decode_gemv, dict(block_m=32, split=1, conv_width=4, conv_rows=32)),
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),

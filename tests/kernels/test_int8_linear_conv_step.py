@@ -1,5 +1,5 @@
-"""int8_linear_conv_step (in_proj + one conv step + x_proj in one launch) against its
-twins: the three Triton kernels it replaces (bit for bit) and the PyTorch references."""
+"""int8_linear_conv_step (in_proj + one conv step in one launch) against its twins:
+the two Triton kernels it replaces (bit for bit) and the PyTorch references."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from quamba.kernels.int8_linear_ref import int8_linear_ref  # noqa: E402
 from quamba.kernels.quantize_ref import quantize_ref  # noqa: E402
 from quamba.kernels.triton import causal_conv1d_int8, int8_linear_conv_step, int8_linear_quant  # noqa: E402
 
-from ._helpers import GPU, assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
+from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
 # (batch, K, D): in_proj of a model with d_model K and d_inner D has N = 2 D columns.
 # D = 48 and 1000 put the x/z boundary inside a 64-column program.
@@ -37,19 +37,6 @@ def _case(batch, K, D, width, device, per_channel, with_bias):
     conv_b = torch.randn(D, device=device) if with_bias else None
     state = rand_int8(batch, D, width - 1, device=device)
     return x_q, w_q, x_scale, w_scale, out_scale, conv_w, conv_ws, conv_b, state, conv_x_scale
-
-
-def _x_proj(u_q, u_scale, nx, device, per_channel):
-    """x_proj's weight and scales (nx outputs from u), output scales from a float run."""
-    xw = rand_int8(nx, u_q.shape[-1], device=device)
-    xws = torch.rand(nx, device=device) * 1e-3 + 1e-4 if per_channel else torch.tensor(6e-4, device=device)
-    lin = int8_linear_ref(u_q, xw, u_scale, xws, None, out_dtype=torch.float32)
-    # Three groups of columns with their own scales, as dt_low, B and C have.
-    thirds = torch.tensor_split(torch.arange(nx, device=device), 3)
-    xos = torch.empty(nx, device=device)
-    for cols in thirds:
-        xos[cols] = scale_for(lin[..., cols])
-    return xw, xws, xos
 
 
 def _u_scale(xz_q, conv_x_scale, conv_w, conv_ws, conv_b, state):
@@ -78,9 +65,8 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
                                   state_out=two_state)
 
     one_state = state.clone()
-    out, none = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, one_state, cxs, us,
-                                      early_state=early_state)
-    assert none is None
+    out = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, one_state, cxs, us,
+                                early_state=early_state)
     assert out.shape == (batch, 1, 2 * D) and out.dtype == torch.int8
     assert torch.equal(out[..., D:], xz_q[..., D:])
     assert torch.equal(out[..., :D], u_two)
@@ -95,28 +81,6 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
         assert torch.equal(one_state.cpu(), ref_state.cpu())
 
 
-@pytest.mark.parametrize("batch,K,D", CASES)
-@pytest.mark.parametrize("nx,per_channel", [(48, True), (80, False)] + ([(192, True)] if GPU else []))
-def test_x_proj_in_the_same_launch_matches_its_own_kernel(batch, K, D, nx, per_channel, device):
-    """With x_proj (one launch at one sequence; its own kernel otherwise): the same bits as
-    int8_linear_quant on the u the step returns, twice in a row (the accumulator and the
-    arrival counter must be left at zero), and the u and state as without it."""
-    x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(batch, K, D, 4, device, True, True)
-    us = torch.tensor(0.05, device=device)
-    plain_state = state.clone()
-    plain, _ = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, plain_state, cxs, us)
-    xw, xws, xos = _x_proj(plain[..., :D], us, nx, device, per_channel)
-    for _ in range(2):
-        step_state = state.clone()
-        out, x_out = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, step_state, cxs, us,
-                                           early_state=True, x_proj=(xw, xws, xos))
-        assert torch.equal(out, plain) and torch.equal(step_state, plain_state)
-        assert x_out.shape == (batch, 1, nx) and x_out.dtype == torch.int8
-        assert torch.equal(x_out, int8_linear_quant(out[..., :D], xw, us, xws, None, xos))
-        ref = quantize_ref(int8_linear_ref(out[..., :D], xw, us, xws, None, out_dtype=torch.float32), xos)
-        assert_int8_match(x_out, ref)
-
-
 def test_takes_one_launch_where_the_gemv_has_whole_columns(device, monkeypatch):
     """The fused kernel is what runs for in_proj's shapes (the fallback would hide a
     broken epilogue behind a correct result)."""
@@ -128,11 +92,7 @@ def test_takes_one_launch_where_the_gemv_has_whole_columns(device, monkeypatch):
     x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(batch, K, D, 4, device, True, True)
     us = torch.tensor(0.05, device=device)
     int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs, us)
-    assert len(calls) == 1 and calls[0] is not None and calls[0].x_proj is None
-    calls.clear()
-    xw, xws, xos = _x_proj(x_q.new_zeros(batch, 1, D), us, 80, device, True)
-    int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs, us, x_proj=(xw, xws, xos))
-    assert len(calls) == 1 and calls[0].x_proj is not None
+    assert len(calls) == 1 and calls[0] is not None
 
 
 def test_rejects_a_prompt_and_a_state_of_the_wrong_shape(device):

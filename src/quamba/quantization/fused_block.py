@@ -7,25 +7,24 @@ will do and each step is one launch:
     rmsnorm_quant(hidden + residual)       -> int8 normed input, fp32 residual
     int8_linear_quant (in_proj)            -> int8 x, int8 z (per-column output scale: one launch)
     causal_conv1d_int8 + SiLU              -> int8 u (the percentile scale), conv state in place
+                                              (a decode step: in in_proj's epilogue, int8_linear_conv_step)
     int8_linear_quant (x_proj)             -> int8 dt_low, B, C (per-column output scale)
-                                              (a decode step: the conv, and at one sequence x_proj too,
-                                              in in_proj's launch: int8_linear_conv_step)
     selective_scan_int8                    -> dt_proj (int32, requantized to int8 dt), fp16 y (D skip,
                                               SiLU(z) gate fused), fp32 state in place
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-A decode step of one sequence is five launches a layer: the conv and x_proj run in
-in_proj's launch, dt_proj inside the scan (six for 2 to 4 sequences, where x_proj is its
-own launch). A prefill launches the conv and x_proj itself and, with more than 4 tokens,
-dt_proj first (faster there, see kernels/triton/selective_scan.py): eight. No state copies; decoding captures the
+Six launches a layer for a decode step of up to 4 sequences, where the conv runs in
+in_proj's epilogue and dt_proj inside the scan; a prefill launches the conv itself and,
+with more than 4 tokens, dt_proj first (faster there, see kernels/triton/selective_scan.py):
+eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
 The norm, in_proj's conv epilogue and the scan are also told (``early_residual``,
 ``early_state``) that the kernel just before them (the previous layer's out_proj, the
-norm, x_proj or in_proj) writes neither the residual nor the conv or SSM state, so they
-load those before waiting too.
+norm, x_proj) writes neither the residual nor the conv or SSM state, so they load those
+before waiting too.
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the
@@ -76,18 +75,14 @@ class FusedQBlock(Block):
                                         residual_out=None if out is None else out[1], early_residual=True)
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
-        # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
-        dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
-        conv, x_proj = mixer.conv1d, mixer.x_proj
-        us = x_proj.input_scale
+        conv = mixer.conv1d
+        us = mixer.x_proj.input_scale
         # The conv and scan states are updated in place in the cache (no copies).
         if cache is not None and hidden.shape[1] == 1:
-            # A decode step: the conv runs in in_proj's epilogue, u replacing x in its output,
-            # and (one sequence) x_proj in the same launch.
-            xzq, dblq = tk.int8_linear_conv_step(
-                hq, mixer.in_proj.weight, mixer.in_proj.input_scale, mixer.in_proj.weight_scale, xz_scale,
-                conv.weight, conv.weight_scale, conv.bias, cache.conv_state, conv.input_scale, us,
-                early_state=True, x_proj=(x_proj.weight, x_proj.weight_scale, dbl_scale))
+            # A decode step: the conv runs in in_proj's epilogue, u replacing x in its output.
+            xzq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
+                                           mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
+                                           conv.bias, cache.conv_state, conv.input_scale, us, early_state=True)
             uq, zq = xzq[..., :d], xzq[..., d:]
             xq = None
         else:
@@ -97,9 +92,11 @@ class FusedQBlock(Block):
             uq, _ = tk.causal_conv1d_int8(xq, conv.input_scale, conv.weight, conv.weight_scale, conv.bias,
                                           None if cache is None else cache.conv_state, us,
                                           state_out=None if cache is None else cache.conv_state)
-            dblq = tk.int8_linear_quant(uq, x_proj.weight, us, x_proj.weight_scale, None, dbl_scale,
-                                        static_weight=True)
         del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
+        # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
+        dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
+        dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale,
+                                    static_weight=True)
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
         # dt_proj's inputs go to the scan, which computes it inside (decode, up to 4 tokens) or
         # launches int8_linear_quant first: the int8 dt is the same either way.

@@ -300,51 +300,17 @@ def _leading_rows(tile, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.c
 
 
 @triton.jit
-def _x_proj_partial(u, xw, pid_n, offs_n, D, NX, u_scale_ptr, xw_scale_ptr, out_scale_ptr,
-                    acc_ptr, lock_ptr, out_ptr, XW_PER_COL: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_NX: tl.constexpr):
-    """x_proj of one token, split over the programs that hold its input: u (1, BLOCK_N)
-    int8 is this program's slice of x_proj's input, xw the (BLOCK_NX, BLOCK_N) slice of
-    its weight. Each such program adds its int32 partial product into acc (BLOCK_NX,
-    zeros between launches) and counts itself in; the last to arrive dequantizes and
-    requantizes the sum as ``int8_linear_quant``'s epilogue does (int32 sums are exact,
-    so arrival order does not matter), writes the (1, NX) int8 output, and leaves acc
-    and the counter at zero. Programs whose columns are all past D take no part."""
-    n_parts = tl.cdiv(D, BLOCK_N)
-    if pid_n < n_parts:
-        offs_j = tl.arange(0, BLOCK_NX)
-        jm = (offs_j < NX)[None, :]
-        u = tl.where((offs_n < D)[None, :], u, 0).to(tl.int8)
-        # The MMA needs 16 rows: the token in row 0, zeros below.
-        u16 = tl.where((tl.arange(0, BLOCK_M) == 0)[:, None], tl.broadcast_to(u, (BLOCK_M, BLOCK_N)), 0).to(tl.int8)
-        part = _leading_rows(tl.dot(u16, tl.trans(xw), out_dtype=tl.int32), BLOCK_M, BLOCK_NX, 1)
-        tl.atomic_add(acc_ptr + offs_j[None, :], part, mask=jm, sem="relaxed", scope="gpu")
-        # Every thread's adds before the count (barrier, then a release at GPU scope).
-        tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr, 1, sem="acq_rel", scope="gpu")
-        if arrived == n_parts - 1:
-            total = tl.load(acc_ptr + offs_j[None, :], mask=jm, other=0, cache_modifier=".cg")
-            out = _epilogue(total, tl.arange(0, 1), offs_j, 1, NX, u_scale_ptr, xw_scale_ptr, u_scale_ptr,
-                            out_scale_ptr, False, XW_PER_COL, False, True, True)
-            tl.store(out_ptr + offs_j[None, :], out, mask=jm)
-            tl.store(acc_ptr + offs_j[None, :], tl.zeros((1, BLOCK_NX), dtype=tl.int32), mask=jm)
-            tl.atomic_xchg(lock_ptr, 0)                       # ready for the next launch
-
-
-@triton.jit
 def _int8_gemv_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     ws_ptr, lock_ptr,
     conv_w_ptr, conv_w_scale_ptr, conv_bias_ptr, conv_state_ptr, conv_x_scale_ptr, conv_out_scale_ptr,
-    xw_ptr, xw_scale_ptr, x_out_scale_ptr, x_acc_ptr, x_lock_ptr, x_out_ptr,
-    M, N, K, K_PER_SPLIT, D_CONV, NX,
+    M, N, K, K_PER_SPLIT, D_CONV,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     USE_PDL: tl.constexpr, CONV_WIDTH: tl.constexpr = 0, CONV_W_PER_CH: tl.constexpr = False,
     CONV_HAS_BIAS: tl.constexpr = False, CONV_EARLY: tl.constexpr = False, CONV_ROWS: tl.constexpr = 1,
-    X_PROJ: tl.constexpr = False, XW_PER_COL: tl.constexpr = False, BLOCK_NX: tl.constexpr = 16,
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
 
@@ -354,10 +320,7 @@ def _int8_gemv_kernel(
     conv state updated in place, u written in their place). CONV_EARLY: the state and
     conv weights are loaded before ``pdl_wait``. The conv runs on the tile's first
     CONV_ROWS rows only (>= M; the MMA pads the tokens to 16, and at one token the
-    other 15 rows would cost the epilogue 16 times the conv's work).
-
-    X_PROJ (with the conv, one token): the conv's output u also goes through x_proj
-    ((NX, D_CONV) int8 weight, NX <= BLOCK_NX) here, see ``_x_proj_partial``."""
+    other 15 rows would cost the epilogue 16 times the conv's work)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -371,11 +334,6 @@ def _int8_gemv_kernel(
     if CONV_WIDTH > 0 and CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, D_CONV,
                                    CONV_WIDTH)
-    if X_PROJ:
-        # This program's columns of x_proj's weight (static: loaded before the wait).
-        offs_j = tl.arange(0, BLOCK_NX)
-        xw = tl.load(xw_ptr + offs_j[:, None] * D_CONV + offs_n[None, :],
-                     mask=(offs_j < NX)[:, None] & (offs_n < D_CONV)[None, :], other=0)
     pdl_wait(USE_PDL)
     if CONV_WIDTH > 0 and not CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, D_CONV,
@@ -402,9 +360,6 @@ def _int8_gemv_kernel(
             o_mask = (offs_r[:, None] < M) & (offs_n[None, :] < N)
             o_ptrs = out_ptr + offs_r[:, None] * stride_om + offs_n[None, :] * stride_on
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
-        if X_PROJ:
-            _x_proj_partial(out, xw, pid_n, offs_n, D_CONV, NX, conv_out_scale_ptr, xw_scale_ptr, x_out_scale_ptr,
-                            x_acc_ptr, x_lock_ptr, x_out_ptr, XW_PER_COL, BLOCK_M, BLOCK_N, BLOCK_NX)
     else:
         # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
         ws_tile = ws_ptr + pid_k * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
@@ -656,7 +611,6 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
         locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
-        x_args = (dummy,) * 6 + (0,)
         if conv is None:
             conv_args, conv_flags = (dummy,) * 6 + (0,), {}
         else:
@@ -667,15 +621,9 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             conv_flags = dict(CONV_WIDTH=width, CONV_W_PER_CH=conv.weight_scale.numel() > 1,
                               CONV_HAS_BIAS=conv.bias is not None, CONV_EARLY=conv.early_state,
                               CONV_ROWS=next_pow2(M))
-            if conv.x_proj is not None:
-                xp = conv.x_proj
-                x_args = (xp.weight, xp.weight_scale, xp.out_scale, *_x_proj_buffers(x_q.device), xp.out,
-                          xp.weight.shape[0])
-                conv_flags.update(X_PROJ=True, XW_PER_COL=xp.weight_scale.numel() > 1,
-                                  BLOCK_NX=next_pow2(xp.weight.shape[0]))
         _int8_gemv_kernel[(n_blocks, split)](
-            *args_ptr, ws, locks, *conv_args[:6], *x_args[:6],
-            M, N, K, cfg["K_PER_SPLIT"], conv_args[6], x_args[6],
+            *args_ptr, ws, locks, *conv_args[:6],
+            M, N, K, cfg["K_PER_SPLIT"], conv_args[6],
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
@@ -741,14 +689,6 @@ def int8_linear_quant(
                    static_weight=static_weight)
 
 
-class _XProj(NamedTuple):
-    """The projection ``int8_linear_conv_step`` applies to u in the same launch (one token)."""
-    weight: torch.Tensor        # (NX, D) int8, contiguous
-    weight_scale: torch.Tensor  # fp32, per-tensor (0-dim) or (NX,)
-    out_scale: torch.Tensor     # fp32 (NX,): per output column
-    out: torch.Tensor           # (1, 1, NX) int8, written by the launch
-
-
 class _ConvStep(NamedTuple):
     """The conv that ``int8_linear_conv_step`` runs in the GEMV's epilogue (checked arguments)."""
     weight: torch.Tensor        # (D, width) int8, contiguous
@@ -758,25 +698,11 @@ class _ConvStep(NamedTuple):
     x_scale: torch.Tensor       # fp32 0-dim: the scale the conv's int8 input was quantized with
     out_scale: torch.Tensor     # fp32 0-dim: u's scale
     early_state: bool
-    x_proj: _XProj | None
 
 
 # Up to how many sequences the conv runs in the GEMV's epilogue: with 64 the tile's conv
 # taps no longer fit in registers (97 spilled words in the sm_90 SASS; none at 32).
 CONV_STEP_MAX_M = 32
-# Up to how many output columns x_proj can join the launch (one MMA tile of its weight).
-X_PROJ_MAX_N = 256
-
-# Per-device int32 accumulator and arrival counter of the fused x_proj; every launch
-# leaves both at zero.
-_X_PROJ_BUFFERS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _x_proj_buffers(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    if device not in _X_PROJ_BUFFERS:
-        _X_PROJ_BUFFERS[device] = (torch.zeros(X_PROJ_MAX_N, dtype=torch.int32, device=device),
-                                   torch.zeros(1, dtype=torch.int32, device=device))
-    return _X_PROJ_BUFFERS[device]
 
 
 def _conv_fusable(M: int, N: int, K: int, device: torch.device) -> bool:
@@ -798,27 +724,20 @@ def int8_linear_conv_step(
     conv_x_scale: torch.Tensor,
     u_scale: torch.Tensor,
     early_state: bool = False,
-    x_proj: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A decode step of in_proj, the causal conv after it and (optionally) x_proj after
-    that: one launch where it can.
+) -> torch.Tensor:
+    """A decode step of in_proj and the causal conv after it, in one launch where it can.
 
     x_q: (batch, 1, K) int8, one new token per sequence. The first D = conv_w_q.shape[0]
     output columns of ``int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale)``
     are the conv's int8 input (quantized with out_scale's first D entries, which should
     equal conv_x_scale: the conv dequantizes with that); they go through one step of
     ``causal_conv1d_int8(..., conv_state_q, u_scale, state_out=conv_state_q)``.
-    x_proj: (weight (NX, D) int8, weight scale, per-column output scale (NX,)) of the
-    projection of u, ``int8_linear_quant(u, weight, u_scale, weight_scale, None, out_scale)``.
+    Returns (batch, 1, N) int8: u in the first D columns, the requantized linear output
+    in the rest; conv_state_q (batch, D, width - 1) is updated in place.
 
-    Returns ((batch, 1, N) int8: u in the first D columns, the requantized linear output
-    in the rest; (batch, 1, NX) int8 x_proj output or None). conv_state_q (batch, D,
-    width - 1) is updated in place.
-
-    The conv joins the launch when the decode GEMV covers whole output columns (no K split:
-    in_proj's shapes) for up to CONV_STEP_MAX_M sequences and the conv is at most
-    CONV_STEP_MAX_WIDTH wide; x_proj joins it at one sequence and NX <= X_PROJ_MAX_N.
-    Otherwise they run as their own kernels; the results are the same bits.
+    One launch when the decode GEMV covers whole output columns (no K split: in_proj's
+    shapes) for up to CONV_STEP_MAX_M sequences and the conv is at most
+    CONV_STEP_MAX_WIDTH wide, else the two kernels; the result is the same.
     early_state: the caller promises that the kernel launched just before this one does
     not write conv_state_q (true in a Mamba block, where the norm comes before), so the
     state is read before ``pdl_wait``."""
@@ -837,14 +756,6 @@ def int8_linear_conv_step(
         check_shape(op, "conv_bias", conv_bias, (dim,))
     if conv_w_scale.numel() not in (1, dim):
         raise ValueError(f"{op}: conv_w_scale must be per-tensor or ({dim},), got shape {tuple(conv_w_scale.shape)}")
-    if x_proj is not None:
-        xw, xws, xos = x_proj
-        check_dtype(op, "x_proj weight", xw, (torch.int8,))
-        if xw.dim() != 2 or xw.shape[1] != dim:
-            raise ValueError(f"{op}: x_proj weight must be (NX, D={dim}), got shape {tuple(xw.shape)}")
-        if xws.numel() not in (1, xw.shape[0]) or xos.numel() != xw.shape[0]:
-            raise ValueError(f"{op}: x_proj scales must be per-tensor or ({xw.shape[0]},) for the weight and "
-                             f"({xw.shape[0]},) for the output, got {tuple(xws.shape)} and {tuple(xos.shape)}")
     fused = (width <= CONV_STEP_MAX_WIDTH and conv_w_q.is_contiguous() and conv_state_q.is_contiguous()
              and _conv_fusable(batch, N, w_q.shape[1], x_q.device))
     if not fused:
@@ -853,20 +764,9 @@ def int8_linear_conv_step(
         u, _ = causal_conv1d_int8(out[..., :dim], conv_x_scale, conv_w_q, conv_w_scale, conv_bias, conv_state_q,
                                   u_scale, state_out=conv_state_q)
         out[..., :dim] = u
-    else:
-        x_fused = None
-        if x_proj is not None and batch == 1 and xw.shape[0] <= X_PROJ_MAX_N and xw.is_contiguous():
-            x_fused = _XProj(xw, (xws.reshape(()) if xws.numel() == 1 else xws.reshape(-1)).float().contiguous(),
-                             xos.reshape(-1).float().contiguous(),
-                             torch.empty(1, 1, xw.shape[0], dtype=torch.int8, device=x_q.device))
-        ws = conv_w_scale.reshape(()) if conv_w_scale.numel() == 1 else conv_w_scale.reshape(dim)
-        conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
-                         conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
-                         scalar_scale(op, "u_scale", u_scale), early_state, x_fused)
-        out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True,
-                      conv=conv)
-        if x_fused is not None:
-            return out, x_fused.out
-    if x_proj is None:
-        return out, None
-    return out, int8_linear_quant(out[..., :dim], xw, u_scale, xws, None, xos, static_weight=True)
+        return out
+    ws = conv_w_scale.reshape(()) if conv_w_scale.numel() == 1 else conv_w_scale.reshape(dim)
+    conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
+                     conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
+                     scalar_scale(op, "u_scale", u_scale), early_state)
+    return _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)

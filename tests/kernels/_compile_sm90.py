@@ -138,7 +138,7 @@ CASES = [
     ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
     ("decode_gemv[m16,conv4,rows1]", decode_gemv, dict(block_m=16, split=1, conv_width=4)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
-    ("decode_gemv[m32,conv4,rows32]", decode_gemv, dict(block_m=32, split=1, conv_width=4, conv_rows=32)),
+    ("decode_gemv[m16,conv4,rows8]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=8)),
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),
     ("conv[decode]", conv, dict(block_l=1, block_d=128)),

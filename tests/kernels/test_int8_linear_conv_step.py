@@ -18,7 +18,8 @@ from quamba.kernels.triton import causal_conv1d_int8, int8_linear_conv_step, int
 from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
 # (batch, K, D): in_proj of a model with d_model K and d_inner D has N = 2 D columns.
-# D = 48 and 1000 put the x/z boundary inside a 64-column program.
+# D = 48 and 1000 put the x/z boundary inside a 64-column program. Batches 16 and 64 take
+# the two-kernel fallback (CONV_STEP_MAX_M), which must agree as well.
 CASES = shapes(gpu=[(1, 2560, 5120), (3, 768, 1536), (16, 1024, 1000), (64, 2560, 5120)],
                cpu=[(1, 64, 96), (3, 40, 48)])
 

@@ -700,9 +700,12 @@ class _ConvStep(NamedTuple):
     early_state: bool
 
 
-# Up to how many sequences the conv runs in the GEMV's epilogue: with 64 the tile's conv
-# taps no longer fit in registers (97 spilled words in the sm_90 SASS; none at 32).
-CONV_STEP_MAX_M = 32
+# Up to how many sequences the conv runs in the GEMV's epilogue: where it pays. 2.8b W8A8
+# decode, H100, A/B alternated three times (docs/sweeps/conv_in_proj_ab_b*_h100.json),
+# fused vs the conv's own launch: batch 1 2.032 vs 2.084 ms, 2: 2.218 vs 2.284, 4: 2.395
+# vs 2.445, 8: 2.477 vs 2.562; but 16: 2.986 vs 2.862 and 32: 4.23 vs 3.52 (64, with 8
+# warps against the taps' register spills: 5.94 vs 4.40).
+CONV_STEP_MAX_M = 8
 
 
 def _conv_fusable(M: int, N: int, K: int, device: torch.device) -> bool:

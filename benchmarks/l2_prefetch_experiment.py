@@ -16,6 +16,13 @@ prefetch kernel issues its prefetches before it waits for the kernel before it.
 Timed in a CUDA graph, µs per layer (median); the GEMV's outputs are checked equal.
 
     python benchmarks/l2_prefetch_experiment.py --json OUT     # GPU (sm_90) only
+
+Result on the H100 (docs/sweeps/l2_prefetch_h100.json): no use. In the chain the prefetch
+kernel holds the chain until its prefetches are done (bulk: in_proj + 8 stages 25.7 ->
+28.8 µs a layer). On its own branch of the graph beside the chain, in_proj's GEMV reads the
+prefetched weight in 9.0 µs instead of 11.3, which is only 2.9 TB/s from L2: the GEMV
+itself, not HBM, sets its pace. The layer gains at most 0.9 µs (25.5 -> 24.6), out_proj
+nothing (21.8 -> 21.7).
 """
 
 import argparse

@@ -66,18 +66,19 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
                                   state_out=two_state)
 
     one_state = state.clone()
-    out = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, one_state, cxs, us,
-                                early_state=early_state)
-    assert out.shape == (batch, 1, 2 * D) and out.dtype == torch.int8
-    assert torch.equal(out[..., D:], xz_q[..., D:])
-    assert torch.equal(out[..., :D], u_two)
+    u, z = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, one_state, cxs, us,
+                                 early_state=early_state)
+    assert u.shape == (batch, 1, D) and z.shape == (batch, 1, D)
+    assert u.dtype == z.dtype == torch.int8
+    assert torch.equal(z, xz_q[..., D:])
+    assert torch.equal(u, u_two)
     assert torch.equal(one_state, two_state)
 
     # And against the PyTorch twins (the same ops the CPU reference model runs).
     ref_xz = quantize_ref(int8_linear_ref(x_q, w_q, xs, ws, None, out_dtype=torch.float32), os_)
-    assert_int8_match(out[..., D:], ref_xz[..., D:])
+    assert_int8_match(z, ref_xz[..., D:])
     ref_u, ref_state = causal_conv1d_int8_ref(ref_xz[..., :D], cxs, conv_w, conv_ws, conv_b, state, us)
-    assert_int8_match(out[..., :D], ref_u)
+    assert_int8_match(u, ref_u)
     if torch.equal(ref_xz[..., :D].cpu(), xz_q[..., :D].cpu()):
         assert torch.equal(one_state.cpu(), ref_state.cpu())
 

@@ -79,12 +79,11 @@ class FusedQBlock(Block):
         us = mixer.x_proj.input_scale
         # The conv and scan states are updated in place in the cache (no copies).
         if cache is not None and hidden.shape[1] == 1:
-            # A decode step: the conv runs in in_proj's epilogue, u replacing x in its output.
-            xzq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
-                                           mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
-                                           conv.bias, cache.conv_state, conv.input_scale, us, early_state=True)
-            uq, zq = xzq[..., :d], xzq[..., d:]
-            xq = None
+            # A decode step: the conv runs in in_proj's epilogue (up to 8 sequences), u replacing x.
+            uq, zq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
+                                              mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
+                                              conv.bias, cache.conv_state, conv.input_scale, us, early_state=True)
+            xzq = xq = None
         else:
             xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                        mixer.in_proj.weight_scale, None, xz_scale, static_weight=True)

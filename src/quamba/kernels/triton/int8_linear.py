@@ -727,7 +727,7 @@ def int8_linear_conv_step(
     conv_x_scale: torch.Tensor,
     u_scale: torch.Tensor,
     early_state: bool = False,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A decode step of in_proj and the causal conv after it, in one launch where it can.
 
     x_q: (batch, 1, K) int8, one new token per sequence. The first D = conv_w_q.shape[0]
@@ -735,8 +735,10 @@ def int8_linear_conv_step(
     are the conv's int8 input (quantized with out_scale's first D entries, which should
     equal conv_x_scale: the conv dequantizes with that); they go through one step of
     ``causal_conv1d_int8(..., conv_state_q, u_scale, state_out=conv_state_q)``.
-    Returns (batch, 1, N) int8: u in the first D columns, the requantized linear output
-    in the rest; conv_state_q (batch, D, width - 1) is updated in place.
+    Returns u (batch, 1, D) int8 and the requantized linear output's other columns
+    (batch, 1, N - D) int8 (in a Mamba block: z); conv_state_q (batch, D, width - 1) is
+    updated in place. In one launch both are views of one (batch, 1, N) output, u in
+    place of the conv's input.
 
     One launch when the decode GEMV covers whole output columns (no K split: in_proj's
     shapes) for up to CONV_STEP_MAX_M sequences and the conv is at most
@@ -766,10 +768,10 @@ def int8_linear_conv_step(
         out = int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=True)
         u, _ = causal_conv1d_int8(out[..., :dim], conv_x_scale, conv_w_q, conv_w_scale, conv_bias, conv_state_q,
                                   u_scale, state_out=conv_state_q)
-        out[..., :dim] = u
-        return out
+        return u, out[..., dim:]
     ws = conv_w_scale.reshape(()) if conv_w_scale.numel() == 1 else conv_w_scale.reshape(dim)
     conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
                      conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
                      scalar_scale(op, "u_scale", u_scale), early_state)
-    return _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)
+    out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)
+    return out[..., :dim], out[..., dim:]

@@ -109,7 +109,8 @@ CONV_STEP_MAX_WIDTH = 4
 
 
 @triton.jit
-def _tap_or_zeros(ptr, mask, k: tl.constexpr, WIDTH: tl.constexpr, LIMIT: tl.constexpr):
+def _tap_or_zeros(ptr, mask, k: tl.constexpr, LIMIT: tl.constexpr):
+    """Entry k of a tap vector (ptr + k, masked) when k < LIMIT, else zeros (a tap the width lacks)."""
     if k < LIMIT:
         return tl.load(ptr + k, mask=mask, other=0)
     return tl.zeros(mask.shape, dtype=ptr.dtype.element_ty)
@@ -129,10 +130,10 @@ def conv_step_load(state_ptr, w_ptr, offs_m, offs_n, M, D, WIDTH: tl.constexpr):
     mm = (offs_m[:, None] < M) & cm[None, :]
     s_base = state_ptr + offs_m[:, None] * (D * (WIDTH - 1)) + offs_n[None, :] * (WIDTH - 1)
     w_base = w_ptr + offs_n * WIDTH
-    return (_tap_or_zeros(s_base, mm, 0, WIDTH, WIDTH - 1), _tap_or_zeros(s_base, mm, 1, WIDTH, WIDTH - 1),
-            _tap_or_zeros(s_base, mm, 2, WIDTH, WIDTH - 1),
-            _tap_or_zeros(w_base, cm, 0, WIDTH, WIDTH), _tap_or_zeros(w_base, cm, 1, WIDTH, WIDTH),
-            _tap_or_zeros(w_base, cm, 2, WIDTH, WIDTH), _tap_or_zeros(w_base, cm, 3, WIDTH, WIDTH))
+    return (_tap_or_zeros(s_base, mm, 0, WIDTH - 1), _tap_or_zeros(s_base, mm, 1, WIDTH - 1),
+            _tap_or_zeros(s_base, mm, 2, WIDTH - 1),
+            _tap_or_zeros(w_base, cm, 0, WIDTH), _tap_or_zeros(w_base, cm, 1, WIDTH),
+            _tap_or_zeros(w_base, cm, 2, WIDTH), _tap_or_zeros(w_base, cm, 3, WIDTH))
 
 
 @triton.jit

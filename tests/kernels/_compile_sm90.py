@@ -61,10 +61,11 @@ def prefill_gemm(tma):
     _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
 
 
-def decode_gemv(block_m, split, conv_width=0, conv_rows=1):
-    """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step)."""
-    conv = dict(CONV_WIDTH=conv_width, CONV_W_PER_CH=True, CONV_HAS_BIAS=True, CONV_EARLY=True,
-                CONV_ROWS=conv_rows)
+def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True):
+    """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step);
+    conv_variant: per-channel scale, bias and early loads (a Mamba block), else none of them."""
+    conv = dict(CONV_WIDTH=conv_width, CONV_W_PER_CH=conv_variant, CONV_HAS_BIAS=conv_variant,
+                CONV_EARLY=conv_variant, CONV_ROWS=conv_rows)
     _compile(_jit("int8_linear", "_int8_gemv_kernel"),
              dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True, **conv),
              dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8), num_stages=4 if block_m <= 32 else 3)
@@ -139,6 +140,8 @@ CASES = [
     ("decode_gemv[m16,conv4,rows1]", decode_gemv, dict(block_m=16, split=1, conv_width=4)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
     ("decode_gemv[m16,conv4,rows8]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=8)),
+    ("decode_gemv[m16,conv3,rows2,plain]", decode_gemv, dict(block_m=16, split=1, conv_width=3, conv_rows=2,
+                                                             conv_variant=False)),
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),
     ("conv[decode]", conv, dict(block_l=1, block_d=128)),

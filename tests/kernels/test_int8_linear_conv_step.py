@@ -18,10 +18,13 @@ from quamba.kernels.triton import causal_conv1d_int8, int8_linear_conv_step, int
 from ._helpers import assert_int8_match, rand_int8, scale_for, shapes  # noqa: E402
 
 # (batch, K, D): in_proj of a model with d_model K and d_inner D has N = 2 D columns.
-# D = 48 and 1000 put the x/z boundary inside a 64-column program. Batches 16 and 64 take
-# the two-kernel fallback (CONV_STEP_MAX_M), which must agree as well.
-CASES = shapes(gpu=[(1, 2560, 5120), (3, 768, 1536), (16, 1024, 1000), (64, 2560, 5120)],
-               cpu=[(1, 64, 96), (3, 40, 48)])
+# D = 48 and 1000 put the x/z boundary inside a 64-column program. The decode GEMV would split
+# K for (2, 2048, 4096) (1.4b) and (3, 256, 128) (on the interpreter's 4 "SMs"); with the conv it
+# does not. Batches 9, 16 and 64 take the two-kernel fallback (CONV_STEP_MAX_M), which must
+# agree as well.
+CASES = shapes(gpu=[(1, 2560, 5120), (3, 768, 1536), (8, 2560, 5120), (2, 2048, 4096), (16, 1024, 1000),
+                    (64, 2560, 5120), (40, 768, 1536)],
+               cpu=[(1, 64, 96), (3, 40, 48), (8, 64, 48), (3, 256, 128), (9, 40, 48)])
 
 
 def _case(batch, K, D, width, device, per_channel, with_bias):
@@ -83,18 +86,20 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
         assert torch.equal(one_state.cpu(), ref_state.cpu())
 
 
-def test_takes_one_launch_where_the_gemv_has_whole_columns(device, monkeypatch):
-    """The fused kernel is what runs for in_proj's shapes (the fallback would hide a
-    broken epilogue behind a correct result)."""
+@pytest.mark.parametrize("batch,K,D", CASES)
+def test_takes_one_launch_up_to_the_batch_cap(batch, K, D, device, monkeypatch):
+    """The fused kernel is what runs up to CONV_STEP_MAX_M sequences, without a K split (the
+    fallback would hide a broken epilogue behind a correct result), and not beyond."""
     lin_mod = importlib.import_module("quamba.kernels.triton.int8_linear")
     calls = []
     real = lin_mod._launch
     monkeypatch.setattr(lin_mod, "_launch", lambda *a, **k: calls.append(k.get("conv")) or real(*a, **k))
-    batch, K, D = CASES[0]
     x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(batch, K, D, 4, device, True, True)
-    us = torch.tensor(0.05, device=device)
-    int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs, us)
-    assert len(calls) == 1 and calls[0] is not None
+    int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs, torch.tensor(0.05, device=device))
+    if batch <= lin_mod.CONV_STEP_MAX_M:
+        assert len(calls) == 1 and calls[0] is not None
+    else:
+        assert len(calls) == 1 and calls[0] is None   # in_proj alone, then the conv kernel
 
 
 def test_rejects_a_prompt_and_a_state_of_the_wrong_shape(device):
@@ -104,3 +109,9 @@ def test_rejects_a_prompt_and_a_state_of_the_wrong_shape(device):
         int8_linear_conv_step(x_q.expand(2, 3, 64), w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs, us)
     with pytest.raises(ValueError, match="conv_state_q must have shape"):
         int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state[:1], cxs, us)
+    with pytest.raises(ValueError, match=r"conv_w_q must be \(D <= 96, width >= 2\)"):
+        int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w[:, :1], conv_ws, conv_b, state, cxs, us)
+    with pytest.raises(ValueError, match="conv_w_scale must be per-tensor or"):
+        int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws[:3], conv_b, state, cxs, us)
+    with pytest.raises(ValueError, match="conv_bias must have shape"):
+        int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b[:3], state, cxs, us)

@@ -14,10 +14,10 @@ will do and each step is one launch:
     hadamard_quant                         -> int8 y in the rotated space
     int8_linear (out_proj)                 -> fp16 output
 
-Six launches a layer for a decode step of up to 4 sequences, where the conv runs in
-in_proj's epilogue and dt_proj inside the scan; a prefill launches the conv itself and,
-with more than 4 tokens, dt_proj first (faster there, see kernels/triton/selective_scan.py):
-eight. No state copies; decoding captures the
+A decode step launches six kernels a layer for up to 4 sequences (the conv in in_proj's
+epilogue, dt_proj inside the scan), seven for 5 to 8 (dt_proj launched first: faster
+there, see kernels/triton/selective_scan.py) and eight beyond (the conv too: see
+CONV_STEP_MAX_M in kernels/triton/int8_linear.py); a prefill launches eight. No state copies; decoding captures the
 whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
@@ -79,7 +79,7 @@ class FusedQBlock(Block):
         us = mixer.x_proj.input_scale
         # The conv and scan states are updated in place in the cache (no copies).
         if cache is not None and hidden.shape[1] == 1:
-            # A decode step: the conv runs in in_proj's epilogue (up to 8 sequences), u replacing x.
+            # A decode step: the conv runs in in_proj's epilogue (up to 8 sequences), u in place of x.
             uq, zq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                               mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
                                               conv.bias, cache.conv_state, conv.input_scale, us, early_state=True)

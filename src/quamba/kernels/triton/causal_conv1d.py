@@ -123,7 +123,7 @@ def conv_step_load(state_ptr, w_ptr, offs_m, offs_n, M, D, WIDTH: tl.constexpr):
     input): the loads of the int8 state (contiguous (M, D, WIDTH - 1)) and of the weight
     (contiguous (D, WIDTH)). They are issued early (before that kernel's ``pdl_wait`` and
     main loop) and used only in ``conv_step_finish``, so their latency hides behind the
-    kernel's own work. Returns the state taps s0..s2 as (BLOCK_M, BLOCK_N) tiles and the
+    kernel's own work. Returns the state taps s0..s2 as (rows, channels) tiles and the
     weight taps w0..w3 as (BLOCK_N,) vectors, zeros beyond the width. Columns n >= D load
     nothing."""
     cm = offs_n < D
@@ -140,7 +140,7 @@ def conv_step_load(state_ptr, w_ptr, offs_m, offs_n, M, D, WIDTH: tl.constexpr):
 def conv_step_finish(x_q, taps, offs_m, offs_n, M, D, state_ptr,
                      x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
                      WIDTH: tl.constexpr, W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Second half: x_q (BLOCK_M, BLOCK_N) int8 is the step's new input, taps what
+    """Second half: x_q (rows, channels) int8 is the step's new input, taps what
     ``conv_step_load`` returned. The taps are summed in the conv kernel's order (state
     entries oldest first, then x_q), then scale, bias, SiLU and the int8 quantization
     exactly as ``_causal_conv1d_kernel`` does them. The state moves one step in place

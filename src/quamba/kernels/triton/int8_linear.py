@@ -304,7 +304,7 @@ def _int8_gemv_kernel(
     x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
     ws_ptr, lock_ptr,
     conv_w_ptr, conv_w_scale_ptr, conv_bias_ptr, conv_state_ptr, conv_x_scale_ptr, conv_out_scale_ptr,
-    M, N, K, K_PER_SPLIT, D_CONV,
+    M, N, K, K_PER_SPLIT, CONV_DIM,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
@@ -314,7 +314,7 @@ def _int8_gemv_kernel(
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
 
-    CONV_WIDTH > 0 (no K split; one token per sequence): the output columns below D_CONV
+    CONV_WIDTH > 0 (no K split; one token per sequence): the output columns below CONV_DIM
     are the input of a causal conv, run here as one decode step on the int8 tile
     (``conv_step_load`` before the main loop, ``conv_step_finish`` in the epilogue: the
     conv state updated in place, u written in their place). CONV_EARLY: the state and
@@ -332,11 +332,11 @@ def _int8_gemv_kernel(
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
     if CONV_WIDTH > 0 and CONV_EARLY:
-        conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, D_CONV,
+        conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
     pdl_wait(USE_PDL)
     if CONV_WIDTH > 0 and not CONV_EARLY:
-        conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, D_CONV,
+        conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
     for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
@@ -355,7 +355,7 @@ def _int8_gemv_kernel(
         if CONV_WIDTH > 0:
             offs_r = tl.arange(0, CONV_ROWS)
             out = conv_step_finish(_leading_rows(out, BLOCK_M, BLOCK_N, CONV_ROWS), conv_taps, offs_r, offs_n, M,
-                                   D_CONV, conv_state_ptr, conv_x_scale_ptr, conv_w_scale_ptr, conv_bias_ptr,
+                                   CONV_DIM, conv_state_ptr, conv_x_scale_ptr, conv_w_scale_ptr, conv_bias_ptr,
                                    conv_out_scale_ptr, CONV_WIDTH, CONV_W_PER_CH, CONV_HAS_BIAS)
             o_mask = (offs_r[:, None] < M) & (offs_n[None, :] < N)
             o_ptrs = out_ptr + offs_r[:, None] * stride_om + offs_n[None, :] * stride_on
@@ -606,24 +606,28 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
+        if conv is not None:
+            # The conv needs whole output columns in one program: no K split. At 370m/1.4b
+            # shapes this beats the split the heuristic picks (with the conv fused; see
+            # CONV_STEP_MAX_M's note).
+            cfg = dict(cfg, SPLIT_K=1, K_PER_SPLIT=triton.cdiv(K, cfg["BLOCK_K"]) * cfg["BLOCK_K"])
         split = cfg["SPLIT_K"]
         n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
               if split > 1 else dummy)
         locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
         if conv is None:
-            conv_args, conv_flags = (dummy,) * 6 + (0,), {}
+            conv_ptrs, conv_dim, conv_flags = (dummy,) * 6, 0, {}
         else:
-            assert split == 1, "the conv epilogue needs whole output columns (no K split)"
-            conv_args = (conv.weight, conv.weight_scale, conv.bias if conv.bias is not None else dummy,
-                         conv.state, conv.x_scale, conv.out_scale, conv.weight.shape[0])
-            width = conv.weight.shape[1]
+            conv_ptrs = (conv.weight, conv.weight_scale, conv.bias if conv.bias is not None else dummy,
+                         conv.state, conv.x_scale, conv.out_scale)
+            conv_dim, width = conv.weight.shape
             conv_flags = dict(CONV_WIDTH=width, CONV_W_PER_CH=conv.weight_scale.numel() > 1,
                               CONV_HAS_BIAS=conv.bias is not None, CONV_EARLY=conv.early_state,
                               CONV_ROWS=next_pow2(M))
         _int8_gemv_kernel[(n_blocks, split)](
-            *args_ptr, ws, locks, *conv_args[:6],
-            M, N, K, cfg["K_PER_SPLIT"], conv_args[6],
+            *args_ptr, ws, locks, *conv_ptrs,
+            M, N, K, cfg["K_PER_SPLIT"], conv_dim,
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
@@ -704,14 +708,16 @@ class _ConvStep(NamedTuple):
 # decode, H100, A/B alternated three times (docs/sweeps/conv_in_proj_ab_b*_h100.json),
 # fused vs the conv's own launch: batch 1 2.032 vs 2.084 ms, 2: 2.218 vs 2.284, 4: 2.395
 # vs 2.445, 8: 2.477 vs 2.562; but 16: 2.986 vs 2.862 and 32: 4.23 vs 3.52 (64, with 8
-# warps against the taps' register spills: 5.94 vs 4.40).
+# warps against the taps' register spills: 5.94 vs 4.40). The fused launch never splits K;
+# where the heuristic would (370m and 1.4b shapes) the fused, unsplit launch is faster still:
+# 1.4b batch 1 1.143 vs 1.309 ms, batch 8 1.544 vs 1.657; 370m batch 1 0.697 vs 0.821
+# (docs/sweeps/force_split1_ab_*_h100.json).
 CONV_STEP_MAX_M = 8
 
 
-def _conv_fusable(M: int, N: int, K: int, device: torch.device) -> bool:
-    """Whether the decode GEMV serves these shapes without a K split (whole columns a program)."""
-    return (M <= CONV_STEP_MAX_M and _rows_route(M, N, K) is None
-            and _gemv_config(M, N, K, device)["SPLIT_K"] == 1)
+def _conv_fusable(M: int, N: int, K: int) -> bool:
+    """Whether the tensor-core decode GEMV serves these M tokens (it then runs without a K split)."""
+    return M <= CONV_STEP_MAX_M and _rows_route(M, N, K) is None
 
 
 def int8_linear_conv_step(
@@ -740,12 +746,13 @@ def int8_linear_conv_step(
     updated in place. In one launch both are views of one (batch, 1, N) output, u in
     place of the conv's input.
 
-    One launch when the decode GEMV covers whole output columns (no K split: in_proj's
-    shapes) for up to CONV_STEP_MAX_M sequences and the conv is at most
-    CONV_STEP_MAX_WIDTH wide, else the two kernels; the result is the same.
+    One launch (the tensor-core decode GEMV, its K not split, the conv in its epilogue) for
+    up to CONV_STEP_MAX_M sequences when the conv is at most CONV_STEP_MAX_WIDTH wide and
+    its weight and state are contiguous; otherwise the two kernels. The results are the
+    same bits. w_q is taken to be a static weight (``static_weight=True``).
     early_state: the caller promises that the kernel launched just before this one does
     not write conv_state_q (true in a Mamba block, where the norm comes before), so the
-    state is read before ``pdl_wait``."""
+    state (and the conv's weights) are read before ``pdl_wait``."""
     op = "int8_linear_conv_step"
     check_device(op, x_q, w_q, conv_w_q, conv_w_scale, conv_bias, conv_state_q, conv_x_scale, u_scale)
     if x_q.dim() != 3 or x_q.shape[1] != 1:
@@ -762,7 +769,7 @@ def int8_linear_conv_step(
     if conv_w_scale.numel() not in (1, dim):
         raise ValueError(f"{op}: conv_w_scale must be per-tensor or ({dim},), got shape {tuple(conv_w_scale.shape)}")
     fused = (width <= CONV_STEP_MAX_WIDTH and conv_w_q.is_contiguous() and conv_state_q.is_contiguous()
-             and _conv_fusable(batch, N, w_q.shape[1], x_q.device))
+             and _conv_fusable(batch, N, w_q.shape[1]))
     if not fused:
         from .causal_conv1d_int8 import causal_conv1d_int8
         out = int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=True)

@@ -15,7 +15,18 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["graph_us"]
+__all__ = ["captured", "graph_us"]
+
+
+def captured(calls: Sequence[Callable[[], object]]) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of ``calls`` in order, replayed once (its first replay's set-up done)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for c in calls:
+            c()
+    graph.replay()
+    torch.cuda.synchronize()
+    return graph
 
 
 def graph_us(calls: Sequence[Callable[[], object]], reps: int = 7) -> float:
@@ -30,12 +41,7 @@ def graph_us(calls: Sequence[Callable[[], object]], reps: int = 7) -> float:
     for c in calls[:2]:
         c()
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for c in calls:
-            c()
-    graph.replay()
-    torch.cuda.synchronize()
+    graph = captured(calls)
     times = []
     for _ in range(reps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

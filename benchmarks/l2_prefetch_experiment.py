@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from _timing import graph_us
+from _timing import captured, graph_us
 
 from quamba.eval import bench as B
 from quamba.kernels.triton import int8_linear
@@ -77,12 +77,7 @@ def _stage_kernel(buf_ptr, s, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
 def kernel_times(calls) -> dict:
     """Mean GPU µs per launch of each kernel name over replays of a graph of ``calls``."""
     from torch.profiler import ProfilerActivity, profile
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for c in calls:
-            c()
-    graph.replay()
-    torch.cuda.synchronize()
+    graph = captured(calls)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             graph.replay()

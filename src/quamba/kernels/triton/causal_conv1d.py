@@ -24,6 +24,26 @@ __all__ = ["causal_conv1d"]
 
 
 @triton.jit
+def _conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, IS_INT8: tl.constexpr,
+                 W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
+    """The conv's fp32 sum over taps (acc: (rows, channels)) -> its fp32 output: dequantized
+    (int8), + bias, SiLU. Shared by the conv kernel and the conv step in in_proj's epilogue,
+    so the two round alike."""
+    if IS_INT8:
+        if W_PER_CHANNEL:
+            w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
+        else:
+            w_scale = tl.load(w_scale_ptr)
+        # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
+        acc = acc * (tl.load(x_scale_ptr) * w_scale)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[None, :]
+    if SILU:
+        acc = acc / (1.0 + tl.exp(-acc))
+    return acc
+
+
+@triton.jit
 def _causal_conv1d_kernel(
     x_ptr, w_ptr, bias_ptr, state_ptr, out_ptr, new_state_ptr,
     x_scale_ptr, w_scale_ptr, out_scale_ptr,
@@ -64,17 +84,8 @@ def _causal_conv1d_kernel(
                          mask=sm[:, None] & d_mask[None, :], other=0)
             xv = tl.where(xm[:, None], xv, sv.to(x_ty))
         acc += xv.to(tl.float32) * w_k[None, :]
-    if IS_INT8:
-        if W_PER_CHANNEL:
-            w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
-        else:
-            w_scale = tl.load(w_scale_ptr)
-        # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
-        acc = acc * (tl.load(x_scale_ptr) * w_scale)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[None, :]
-    if SILU:
-        acc = acc / (1.0 + tl.exp(-acc))
+    acc = _conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, IS_INT8, W_PER_CHANNEL,
+                       HAS_BIAS, SILU)
     if IS_INT8:
         res = quantize_int8(acc, tl.load(out_scale_ptr))
     else:
@@ -142,8 +153,8 @@ def conv_step_finish(x_q, taps, offs_m, offs_n, M, D, state_ptr,
                      WIDTH: tl.constexpr, W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr):
     """Second half: x_q (rows, channels) int8 is the step's new input, taps what
     ``conv_step_load`` returned. The taps are summed in the conv kernel's order (state
-    entries oldest first, then x_q), then scale, bias, SiLU and the int8 quantization
-    exactly as ``_causal_conv1d_kernel`` does them. The state moves one step in place
+    entries oldest first, then x_q), then ``_conv_output`` and the int8 quantization, as
+    ``_causal_conv1d_kernel`` does. The state moves one step in place
     (x_q its newest entry). Returns the tile with columns n < D replaced by the conv's
     int8 output u (columns n >= D keep x_q)."""
     s0, s1, s2, w0, w1, w2, w3 = taps
@@ -162,14 +173,7 @@ def conv_step_finish(x_q, taps, offs_m, offs_n, M, D, state_ptr,
     else:
         w_last = w3
     acc += x_q.to(tl.float32) * w_last.to(tl.float32)[None, :]
-    if W_PER_CHANNEL:
-        w_scale = tl.load(w_scale_ptr + offs_n, mask=cm, other=0)
-    else:
-        w_scale = tl.load(w_scale_ptr)
-    acc = acc * (tl.load(x_scale_ptr) * w_scale)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=cm, other=0.0).to(tl.float32)[None, :]
-    acc = acc / (1.0 + tl.exp(-acc))
+    acc = _conv_output(acc, offs_n, cm, x_scale_ptr, w_scale_ptr, bias_ptr, True, W_PER_CHANNEL, HAS_BIAS, True)
     u = quantize_int8(acc, tl.load(out_scale_ptr))
     # Every thread has its state entries (loaded at the start) before any is overwritten:
     # a tile element may live in several threads.

@@ -61,14 +61,13 @@ def prefill_gemm(tma):
     _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
 
 
-def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True, atomic=False):
+def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True):
     """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step);
     conv_variant: per-channel scale, bias and early loads (a Mamba block), else none of them."""
     conv = dict(CONV_WIDTH=conv_width, CONV_W_PER_CH=conv_variant, CONV_HAS_BIAS=conv_variant,
                 CONV_EARLY=conv_variant, CONV_ROWS=conv_rows)
     _compile(_jit("int8_linear", "_int8_gemv_kernel"),
-             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True,
-                  ATOMIC_SPLIT=atomic, **conv),
+             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True, **conv),
              dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8), num_stages=4 if block_m <= 32 else 3)
 
 
@@ -137,9 +136,7 @@ CASES = [
     ("prefill_gemm[tma]", prefill_gemm, dict(tma=True)),
     ("decode_gemv[m16]", decode_gemv, dict(block_m=16, split=1)),
     ("decode_gemv[m16,split4]", decode_gemv, dict(block_m=16, split=4)),
-    ("decode_gemv[m16,split4,atomic]", decode_gemv, dict(block_m=16, split=4, atomic=True)),
     ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
-    ("decode_gemv[m64,split3,atomic]", decode_gemv, dict(block_m=64, split=3, atomic=True)),
     ("decode_gemv[m16,conv4,rows1]", decode_gemv, dict(block_m=16, split=1, conv_width=4)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
     ("decode_gemv[m16,conv4,rows8]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=8)),

@@ -127,33 +127,6 @@ def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
     assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
 
 
-@pytest.mark.parametrize("reduce", ["workspace", "atomic"])
-@pytest.mark.parametrize("M,N,K", shapes(gpu=[(3, 2560, 5120), (8, 192, 5120), (64, 2560, 5120)],
-                                          cpu=[(3, 40, 600), (16, 96, 520)]))
-def test_split_k_reductions_give_the_unsplit_bits(reduce, M, N, K, device, monkeypatch):
-    """Both ways of summing a K split (QUAMBA_GEMV_SPLIT_REDUCE), at split counts that are
-    and are not powers of two, give the unsplit kernel's bits, launch after launch (the
-    counters and the atomic sums are left at zero for the next launch)."""
-    monkeypatch.setenv("QUAMBA_GEMV_SPLIT_REDUCE", reduce)
-    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
-    x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
-    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32).to(device)
-    for split in (1, 2, 3, 5):
-        monkeypatch.setattr(gemv, "_GEMV_OVERRIDE", {"SPLIT_K": split})
-        assert gemv._gemv_config(M, N, K, device)["SPLIT_K"] == split
-        for _ in range(2):
-            assert torch.equal(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32), ref), split
-    sums = gemv._ZEROED.get((device, "sums"))
-    assert sums is None or not sums.any()
-
-
-def test_unknown_split_reduction_is_refused(device, monkeypatch):
-    monkeypatch.setenv("QUAMBA_GEMV_SPLIT_REDUCE", "atomics")
-    x_q, w_q, xs, ws = _inputs(3, 40, 600, device, False, False)
-    with pytest.raises(ValueError, match="QUAMBA_GEMV_SPLIT_REDUCE"):
-        int8_linear(x_q, w_q, xs, ws)
-
-
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
     x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)

@@ -309,8 +309,7 @@ def _int8_gemv_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    USE_PDL: tl.constexpr, ATOMIC_SPLIT: tl.constexpr = False,
-    CONV_WIDTH: tl.constexpr = 0, CONV_W_PER_CH: tl.constexpr = False,
+    USE_PDL: tl.constexpr, CONV_WIDTH: tl.constexpr = 0, CONV_W_PER_CH: tl.constexpr = False,
     CONV_HAS_BIAS: tl.constexpr = False, CONV_EARLY: tl.constexpr = False, CONV_ROWS: tl.constexpr = 1,
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
@@ -362,28 +361,18 @@ def _int8_gemv_kernel(
             o_ptrs = out_ptr + offs_r[:, None] * stride_om + offs_n[None, :] * stride_on
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
     else:
-        if ATOMIC_SPLIT:
-            # ws[m, n] int32, zero on entry: every split adds its partial sums into it.
-            # Integer addition is exact, so the order the splits arrive in does not matter.
-            sum_tile = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-            tl.atomic_add(sum_tile, acc, mask=o_mask, sem="relaxed", scope="gpu")
-        else:
-            # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
-            ws_tile = ws_ptr + pid_k * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
-            tl.store(ws_tile, acc, mask=o_mask)
+        # Workspace ws[split, m, n] int32 (contiguous, BLOCK_M rows per split).
+        ws_tile = ws_ptr + pid_k * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(ws_tile, acc, mask=o_mask)
         # All threads' stores happen before the counter increment (barrier, then a
         # release at GPU scope); the last arrival acquires and reduces.
         tl.debug_barrier()
         arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
-            if ATOMIC_SPLIT:
-                total = tl.load(sum_tile, mask=o_mask, other=0, cache_modifier=".cg")
-                tl.store(sum_tile, tl.zeros_like(total), mask=o_mask)     # zero again for the next launch
-            else:
-                total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-                for s in range(0, SPLIT_K):
-                    part_ptrs = ws_ptr + s * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
-                    total += tl.load(part_ptrs, mask=o_mask, other=0, cache_modifier=".cg")
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            for s in range(0, SPLIT_K):
+                part_ptrs = ws_ptr + s * BLOCK_M * N + offs_m[:, None] * N + offs_n[None, :]
+                total += tl.load(part_ptrs, mask=o_mask, other=0, cache_modifier=".cg")
             out = _epilogue(total, offs_m, offs_n, M, N, x_scale_ptr, w_scale_ptr, bias_ptr,
                             out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT, OUT_PER_COL)
             tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=o_mask)
@@ -484,28 +473,16 @@ def _rows_route(M: int, N: int, K: int) -> dict | None:
     return cfg
 
 
-# Per-device zeroed int32 buffers for the split-K reduction: the arrival counters and
-# the sums the splits add into (ATOMIC_SPLIT). Every launch leaves them at zero.
-_ZEROED: dict[tuple[torch.device, str], torch.Tensor] = {}
+# Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
+_LOCKS: dict[torch.device, torch.Tensor] = {}
 
 
-def _zeroed(device: torch.device, what: str, n: int, minimum: int) -> torch.Tensor:
-    buf = _ZEROED.get((device, what))
+def _locks(device: torch.device, n: int) -> torch.Tensor:
+    buf = _LOCKS.get(device)
     if buf is None or buf.numel() < n:
-        buf = torch.zeros(max(n, minimum), dtype=torch.int32, device=device)
-        _ZEROED[(device, what)] = buf
+        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+        _LOCKS[device] = buf
     return buf
-
-
-def _split_reduce() -> str:
-    """How the decode GEMV's K splits are summed (QUAMBA_GEMV_SPLIT_REDUCE, for A/B runs):
-    "workspace" (each split stores its partial tile; the last to arrive loads and adds
-    them all) or "atomic" (each split adds its tile into one zeroed int32 tile with
-    atomics; the last to arrive loads that one tile)."""
-    value = os.environ.get("QUAMBA_GEMV_SPLIT_REDUCE", "workspace")
-    if value not in ("workspace", "atomic"):
-        raise ValueError(f"QUAMBA_GEMV_SPLIT_REDUCE={value!r}: use workspace or atomic")
-    return value
 
 
 @functools.lru_cache(maxsize=None)
@@ -544,12 +521,11 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     split = 1
     while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
         split *= 2
-    split = o.get("SPLIT_K", split)
     k_per_split = triton.cdiv(k_blocks, split) * block_k
     split = triton.cdiv(K, k_per_split)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,
                 K_PER_SPLIT=k_per_split, num_warps=o.get("num_warps", 4),
-                num_stages=stages, ATOMIC_SPLIT=o.get("ATOMIC_SPLIT", _split_reduce() == "atomic"))
+                num_stages=stages)
 
 
 # ----------------------------------------------------------------------------- wrappers
@@ -637,13 +613,9 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             cfg = dict(cfg, SPLIT_K=1, K_PER_SPLIT=triton.cdiv(K, cfg["BLOCK_K"]) * cfg["BLOCK_K"])
         split = cfg["SPLIT_K"]
         n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
-        atomic = split > 1 and cfg["ATOMIC_SPLIT"]
-        if split == 1:
-            ws = locks = dummy
-        else:
-            locks = _zeroed(x_q.device, "locks", n_blocks, 4096)
-            ws = (_zeroed(x_q.device, "sums", M * N, 1 << 20) if atomic else
-                  torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device))
+        ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
+              if split > 1 else dummy)
+        locks = _locks(x_q.device, n_blocks) if split > 1 else dummy
         if conv is None:
             conv_ptrs, conv_dim, conv_flags = (dummy,) * 6, 0, {}
         else:
@@ -658,8 +630,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             M, N, K, cfg["K_PER_SPLIT"], conv_dim,
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            SPLIT_K=split, ATOMIC_SPLIT=atomic, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-            **conv_flags,
+            SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),

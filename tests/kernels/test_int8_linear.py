@@ -127,6 +127,34 @@ def test_one_token_kernel_choices_match_ref(mode, N, K, device, monkeypatch):
     assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s), quantize_ref(ref, s))
 
 
+@pytest.mark.parametrize("M,N,K", shapes(gpu=[(3, 2560, 5120), (8, 192, 5120), (64, 2560, 5120)],
+                                          cpu=[(3, 40, 600), (16, 96, 520)]))
+def test_every_k_split_gives_the_unsplit_bits(M, N, K, device, monkeypatch):
+    """Split counts that are and are not powers of two give the unsplit kernel's bits,
+    launch after launch (the arrival counters are left at zero for the next launch)."""
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32).to(device)
+    for split in (1, 2, 3, 5):
+        monkeypatch.setattr(gemv, "_GEMV_OVERRIDE", {"SPLIT_K": split})
+        assert gemv._gemv_config(M, N, K, device)["SPLIT_K"] == split
+        for _ in range(2):
+            assert torch.equal(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32), ref), split
+
+
+def test_k_split_fills_one_wave_of_programs(monkeypatch):
+    """The heuristic: K split until the programs fill the SMs once, two K blocks a split at least."""
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    monkeypatch.setattr(gemv, "_num_sms", lambda device: 132)
+    monkeypatch.setattr(gemv, "interpret_mode", lambda: False)
+    cuda = torch.device("cuda")
+    split = {(M, N, K): gemv._gemv_config(M, N, K, cuda)["SPLIT_K"]
+             for M, N, K in [(8, 2560, 5120), (8, 2048, 4096), (16, 8192, 2048), (8, 10240, 2560), (4, 192, 5120),
+                             (64, 192, 1024)]}
+    assert split == {(8, 2560, 5120): 3, (8, 2048, 4096): 4, (16, 8192, 2048): 1, (8, 10240, 2560): 1,
+                     (4, 192, 5120): 10, (64, 192, 1024): 2}
+
+
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
     x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)

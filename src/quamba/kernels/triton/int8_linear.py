@@ -501,26 +501,24 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     the split-K counters make repeated benchmark launches harmless, but the
     choice is simple enough to state)."""
     o = _GEMV_OVERRIDE or {}
-    # Defaults from graph-timed sweeps on an H100 (docs/sweeps/decode_sweep_h100.json):
-    # M <= 32: 64 x 256 tiles, about 2 programs per SM (no split for in_proj, a
-    # 4-way split for out_proj). M = 64: 64-row tiles for wide outputs, 32 for
-    # narrow ones, 1 program per SM and 3 stages (in_proj 14.2 -> 12.9 µs,
-    # out_proj 13.6 -> 11.2, x_proj 8.4 -> 6.3 against the M <= 32 choice).
+    # From graph-timed sweeps on an H100 (docs/sweeps/decode_sweep_h100.json,
+    # docs/sweeps/split_k_h100.json): 64-column tiles, 32 for narrow weights (x_proj);
+    # 4 stages up to 32 tokens, 3 at 64 (in_proj 14.2 -> 12.9 µs, out_proj 13.6 -> 11.2).
     block_m = max(16, next_pow2(M))
-    small = M <= 32
-    block_n = o.get("BLOCK_N", 64 if small or N >= 1024 else 32)
+    block_n = o.get("BLOCK_N", 64 if N >= 1024 else 32)
     block_k = o.get("BLOCK_K", 256)
-    stages = o.get("num_stages", 4 if small else 3)
-    programs_per_sm = o.get("PROGRAMS_PER_SM", 2 if small else 1)
+    stages = o.get("num_stages", 4 if M <= 32 else 3)
     if interpret_mode():
         block_k = 64
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
-    # Split K while the column blocks alone give too few programs to keep HBM busy.
-    target = programs_per_sm * _num_sms(device)
-    split = 1
-    while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
-        split *= 2
+    # Split K until the programs fill one wave, one per SM, each keeping at least two K
+    # blocks. More splits cost more than they give: at 4 to 16 tokens 2.8b's out_proj takes
+    # 8.0 µs split 3 ways (120 programs) against 9.1 split 4 ways (160), and 1.4b's in_proj
+    # 7.6 µs unsplit (128) against 9.0 split 2 ways (256).
+    target = o.get("PROGRAMS_PER_SM", 1) * _num_sms(device)
+    split = max(1, min(target // n_blocks, k_blocks // 2, o.get("MAX_SPLIT", 16)))
+    split = o.get("SPLIT_K", split)
     k_per_split = triton.cdiv(k_blocks, split) * block_k
     split = triton.cdiv(K, k_per_split)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,

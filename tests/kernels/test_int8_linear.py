@@ -143,7 +143,7 @@ def test_every_k_split_gives_the_unsplit_bits(M, N, K, device, monkeypatch):
 
 
 def test_k_split_fills_one_wave_of_programs(monkeypatch):
-    """The heuristic: K split until the programs fill the SMs once, two K blocks a split at least."""
+    """The heuristic: K split in two, four, ... while the programs fit the SMs once, two K blocks a split at least."""
     gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
     monkeypatch.setattr(gemv, "_num_sms", lambda device: 132)
     monkeypatch.setattr(gemv, "interpret_mode", lambda: False)
@@ -151,8 +151,9 @@ def test_k_split_fills_one_wave_of_programs(monkeypatch):
     split = {(M, N, K): gemv._gemv_config(M, N, K, cuda)["SPLIT_K"]
              for M, N, K in [(8, 2560, 5120), (8, 2048, 4096), (16, 8192, 2048), (8, 10240, 2560), (4, 192, 5120),
                              (64, 192, 1024)]}
-    assert split == {(8, 2560, 5120): 3, (8, 2048, 4096): 4, (16, 8192, 2048): 1, (8, 10240, 2560): 1,
-                     (4, 192, 5120): 10, (64, 192, 1024): 2}
+    # 192 x 5120: 3 column blocks, split 8 -> 3 K blocks a split, 7 splits cover K.
+    assert split == {(8, 2560, 5120): 2, (8, 2048, 4096): 4, (16, 8192, 2048): 1, (8, 10240, 2560): 1,
+                     (4, 192, 5120): 7, (64, 192, 1024): 2}
 
 
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):

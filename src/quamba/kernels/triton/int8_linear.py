@@ -501,23 +501,29 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     the split-K counters make repeated benchmark launches harmless, but the
     choice is simple enough to state)."""
     o = _GEMV_OVERRIDE or {}
-    # From graph-timed sweeps on an H100 (docs/sweeps/decode_sweep_h100.json,
-    # docs/sweeps/split_k_h100.json): 64-column tiles, 32 for narrow weights (x_proj);
-    # 4 stages up to 32 tokens, 3 at 64 (in_proj 14.2 -> 12.9 µs, out_proj 13.6 -> 11.2).
+    # From graph-timed sweeps on an H100 (docs/sweeps/decode_sweep_h100.json): 64-column
+    # tiles, 32 for narrow weights at 64 tokens; 4 stages up to 32 tokens, 3 at 64
+    # (in_proj 14.2 -> 12.9 µs, out_proj 13.6 -> 11.2, x_proj 8.4 -> 6.3).
     block_m = max(16, next_pow2(M))
-    block_n = o.get("BLOCK_N", 64 if N >= 1024 else 32)
+    block_n = o.get("BLOCK_N", 64 if M <= 32 or N >= 1024 else 32)
     block_k = o.get("BLOCK_K", 256)
     stages = o.get("num_stages", 4 if M <= 32 else 3)
     if interpret_mode():
         block_k = 64
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
-    # Split K until the programs fill one wave, one per SM, each keeping at least two K
-    # blocks. More splits cost more than they give: at 4 to 16 tokens 2.8b's out_proj takes
-    # 8.0 µs split 3 ways (120 programs) against 9.1 split 4 ways (160), and 1.4b's in_proj
-    # 7.6 µs unsplit (128) against 9.0 split 2 ways (256).
+    # Split K (doubling) while the programs would still fit one wave, one per SM, and
+    # each split keeps two K blocks. Until late on 2026-11-24 the target was two programs an SM up
+    # to 32 tokens; one is faster in whole decode steps ("hybrid" in the A/B,
+    # docs/sweeps/split_rule_three_ab_*_h100.json): 1.4b batch 16 1.77 -> 1.67 ms (in_proj
+    # no longer split), batch 4 1.456 -> 1.426 (out_proj split 4 ways, not 8), 2.8b batch 4
+    # and 16 the same. A finer rule that won kernel by kernel (docs/sweeps/split_k_h100.json:
+    # non-power-of-two splits, 32-column x_proj tiles; "new" in the A/B) lost at 2.8b batch
+    # 4 and 64 in whole steps.
     target = o.get("PROGRAMS_PER_SM", 1) * _num_sms(device)
-    split = max(1, min(target // n_blocks, k_blocks // 2, o.get("MAX_SPLIT", 16)))
+    split = 1
+    while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
+        split *= 2
     split = o.get("SPLIT_K", split)
     k_per_split = triton.cdiv(k_blocks, split) * block_k
     split = triton.cdiv(K, k_per_split)
@@ -605,9 +611,8 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
         if conv is not None:
-            # The conv needs whole output columns in one program: no K split. At 370m/1.4b
-            # shapes this beats the split the heuristic picks (with the conv fused; see
-            # CONV_STEP_MAX_M's note).
+            # The conv needs whole output columns in one program: no K split. At the 370m
+            # shape this beats the split the heuristic picks (see CONV_STEP_MAX_M's note).
             cfg = dict(cfg, SPLIT_K=1, K_PER_SPLIT=triton.cdiv(K, cfg["BLOCK_K"]) * cfg["BLOCK_K"])
         split = cfg["SPLIT_K"]
         n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
@@ -707,9 +712,9 @@ class _ConvStep(NamedTuple):
 # fused vs the conv's own launch: batch 1 2.032 vs 2.084 ms, 2: 2.218 vs 2.284, 4: 2.395
 # vs 2.445, 8: 2.477 vs 2.562; but 16: 2.986 vs 2.862 and 32: 4.23 vs 3.52 (64, with 8
 # warps against the taps' register spills: 5.94 vs 4.40). The fused launch never splits K;
-# where the heuristic would (370m and 1.4b shapes) the fused, unsplit launch is faster still:
-# 1.4b batch 1 1.143 vs 1.309 ms, batch 8 1.544 vs 1.657; 370m batch 1 0.697 vs 0.821
-# (docs/sweeps/force_split1_ab_*_h100.json).
+# where the heuristic of the time did (370m and 1.4b shapes; now 370m only) the fused,
+# unsplit launch is faster still: 1.4b batch 1 1.143 vs 1.309 ms, batch 8 1.544 vs 1.657;
+# 370m batch 1 0.697 vs 0.821 (docs/sweeps/force_split1_ab_*_h100.json).
 CONV_STEP_MAX_M = 8
 
 

@@ -29,6 +29,7 @@ bit-identical to running dt_proj as its own launch, minus the launch.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -156,9 +157,13 @@ def _selective_scan_kernel(
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, EARLY_STATE: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    USE_PDL: tl.constexpr, DTW_EARLY: tl.constexpr = False,
 ):
-    """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N)."""
+    """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
+
+    DTW_EARLY (FUSED_DT, BLOCK_R >= R): the program's dt_proj weight rows are loaded
+    whole before ``pdl_wait`` (no kernel writes a weight), so dt_proj after the wait is one
+    load of dt_low and one product instead of a loop of dependent loads."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -186,6 +191,10 @@ def _selective_scan_kernel(
     B_s, C_s, z_s = tl.load(B_scale_ptr), tl.load(C_scale_ptr), tl.load(z_scale_ptr)
     if FUSED_DT:
         lq_p = lq_ptr + pid_b * stride_lb
+        if DTW_EARLY:
+            offs_r = tl.arange(0, BLOCK_R)
+            dtw = tl.load(dtw_ptr + offs_d[:, None] * stride_wd + offs_r[None, :] * stride_wr,
+                          mask=dm[:, None] & (offs_r < R)[None, :], other=0)
         if DTW_PER_CHANNEL:
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr + offs_d, mask=dm, other=0.0)[None, :]
         else:
@@ -220,7 +229,12 @@ def _selective_scan_kernel(
     if HAS_Z:
         z_n = tl.load(z_p, mask=dt_mask, other=0)
     for t0 in range(0, L, CHUNK):
-        if FUSED_DT:
+        if FUSED_DT and DTW_EARLY:
+            lq = tl.load(lq_p + (t0 + offs_t)[:, None] * stride_ll + offs_r[None, :] * stride_lr,
+                         mask=((t0 + offs_t) < L)[:, None] & (offs_r < R)[None, :], other=0)
+            prod = tl.sum(lq.to(tl.int32)[:, None, :] * dtw.to(tl.int32)[None, :, :], axis=2)
+            t_n = tl.trans(_dt_requant(prod, lw_s, dt_s))
+        elif FUSED_DT:
             t_n = tl.trans(_dt_proj_quant(lq_p, dtw_ptr, t0, L, R, offs_t, offs_d, dm,
                                           stride_ll, stride_lr, stride_wd, stride_wr, lw_s, dt_s,
                                           CHUNK, BLOCK_D, BLOCK_R))
@@ -504,6 +518,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     if interpret_mode():
         block_d = min(block_d, next_pow2(dim))   # no fully masked tiles for the (slow) interpreter
     dummy = final
+    dtw_early = False
     if dt_proj is not None:
         lq, dtw, dtw_per_channel = dt_proj
         rank = lq.shape[2]
@@ -513,6 +528,10 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         else:
             # A broadcast product, its K block sized to about 16 int32 a thread.
             block_r = min(max(8, 16 * 32 * num_warps // (block_d * chunk)), next_pow2(rank))
+            if seqlen == 1 and os.environ.get("QUAMBA_SCAN_DTW", "loop") == "early":
+                block_r = next_pow2(rank)
+                num_warps = max(num_warps, min(8, block_d * block_r // (32 * int(os.environ.get("QUAMBA_SCAN_DTW_PER_THREAD", "32")))))
+                dtw_early = True
         dt, lq_strides, w_strides = u, lq.stride(), dtw.stride()
     else:
         lq = dtw = dummy
@@ -525,7 +544,8 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         kernel = _selective_scan_chunked_kernel
         layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order")
     else:
-        kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None)
+        kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None,
+                                                      DTW_EARLY=dtw_early)
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
         dt_bias if dt_bias is not None else dummy, h0, y, final, lq, dtw,

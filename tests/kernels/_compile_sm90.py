@@ -97,10 +97,12 @@ def prefill_scan(fused_dt):
              _SCAN_PTRS)
 
 
-def decode_scan():
+def decode_scan(dtw_early, block_d=16, num_warps=1):
+    """dtw_early: dt_proj's weight rows whole before pdl_wait (the default; 2.8b's rank 160
+    in one 256 block), else in 32-wide K blocks (QUAMBA_SCAN_DTW=loop)."""
     _compile(_jit("selective_scan", "_selective_scan_kernel"),
-             dict(_SCAN, FUSED_DT=True, BLOCK_R=32, BLOCK_D=16, CHUNK=1, EARLY_STATE=True, USE_PDL=True), _SCAN_PTRS,
-             num_warps=1)
+             dict(_SCAN, FUSED_DT=True, BLOCK_R=256 if dtw_early else 32, BLOCK_D=block_d, CHUNK=1, EARLY_STATE=True,
+                  USE_PDL=True, DTW_EARLY=dtw_early), _SCAN_PTRS, num_warps=num_warps)
 
 
 def rmsnorm(rows, warps):
@@ -148,7 +150,9 @@ CASES = [
     ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),
     ("prefill_scan[fused_dt]", prefill_scan, dict(fused_dt=True)),
-    ("decode_scan", decode_scan, {}),
+    ("decode_scan", decode_scan, dict(dtw_early=True)),
+    ("decode_scan[b4]", decode_scan, dict(dtw_early=True, block_d=32, num_warps=2)),
+    ("decode_scan[loop]", decode_scan, dict(dtw_early=False)),
     ("rmsnorm[decode]", rmsnorm, dict(rows=1, warps=16)),
     ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),
     ("hadamard_decode", hadamard_decode, {}),

@@ -460,6 +460,18 @@ _INTERPRETER_SCAN = "in_order"
 # chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"); None / 8 in
 # normal use.
 _BLOCK_D_OVERRIDE: int | None = None
+
+
+def _decode_dt_weight() -> str:
+    """How a decode step's scan reads dt_proj's weight (QUAMBA_SCAN_DTW, for A/B runs):
+    "early" (default: the program's rows whole, before pdl_wait, then one product) or
+    "loop" (in K blocks after pdl_wait, each a dependent load: the earlier code). Decode
+    A/B on an H100, logits bit-identical (docs/sweeps/scan_dtw*_ab_*_h100.json): 2.8b
+    batch 1 2.00 -> 1.87 ms, batch 2 2.25 -> 2.13; 1.4b batch 1 1.15 -> 1.09."""
+    value = os.environ.get("QUAMBA_SCAN_DTW", "early")
+    if value not in ("early", "loop"):
+        raise ValueError(f"QUAMBA_SCAN_DTW={value!r}: use early or loop")
+    return value
 _CHUNK = 8
 # The recurrent state in memory (between calls); inside the kernels it is always fp32.
 _STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -528,10 +540,9 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         else:
             # A broadcast product, its K block sized to about 16 int32 a thread.
             block_r = min(max(8, 16 * 32 * num_warps // (block_d * chunk)), next_pow2(rank))
-            if seqlen == 1 and os.environ.get("QUAMBA_SCAN_DTW", "loop") == "early":
-                block_r = next_pow2(rank)
-                num_warps = max(num_warps, min(8, block_d * block_r // (32 * int(os.environ.get("QUAMBA_SCAN_DTW_PER_THREAD", "32")))))
-                dtw_early = True
+            if seqlen == 1 and _decode_dt_weight() == "early":
+                # A decode step: the weight rows whole, loaded before pdl_wait (DTW_EARLY).
+                block_r, dtw_early = next_pow2(rank), True
         dt, lq_strides, w_strides = u, lq.stride(), dtw.stride()
     else:
         lq = dtw = dummy

@@ -200,8 +200,9 @@ def _hadamard_quant_mma_kernel(
     # Pure compute, so before the PDL wait: it overlaps the previous kernel's tail.
     if not DOT_F32:
         b = _sylvester_signs(offs_k, c0 + offs_c).to(y_ptr.dtype.element_ty)
-    pdl_wait(USE_PDL)
-    scale = tl.load(scale_ptr)
+    # So is the load of the ±1 factor A: the library's constant, which no kernel writes.
+    # 2.8b decode, batch 1, with the scale's load moved too (an A/B switch, not kept: a
+    # caller may compute the scale): 1.87 -> 1.83 ms (docs/sweeps/had_early_ab_2.8b_b1_h100.json).
     offs_i = tl.arange(0, M_PAD)
     im = offs_i < M_FACTOR
     if M_FACTOR > 1:
@@ -213,6 +214,8 @@ def _hadamard_quant_mma_kernel(
                         mask=im[:, None] & im[None, :], other=0.0)
         if MIX == 2:
             w = w.to(tl.bfloat16)          # ±1 and 0: exact
+    pdl_wait(USE_PDL)
+    scale = tl.load(scale_ptr)
     for rb in range(ROW_BLOCKS):
         row0 = (pid_r * ROW_BLOCKS + rb) * ROWS
         t_rows = row0 + t_row

@@ -92,8 +92,9 @@ def test_hadamard_quant_mma_variants(n, cfg, dtype, device):
 def test_hadamard_quant_dispatch(device, monkeypatch):
     """Above _MMA_MIN_ROWS rows the tensor-core kernel runs with its prefill config, up to
     _DECODE_MMA_MAX_ROWS with its decode config (16-column blocks) where the width has a
-    Paley factor, in between the butterfly kernel; widths with 2^k < 16 always take the
-    butterfly kernel, and so do powers of two at decode (no mix: the butterfly is as fast)."""
+    Paley factor (up to 64 rows where that factor is above 12), in between the butterfly
+    kernel; widths with 2^k < 16 always take the butterfly kernel, and so do powers of two
+    at decode (no mix: the butterfly is as fast)."""
     hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
     calls = []
     real = hq._launch_mma
@@ -101,7 +102,8 @@ def test_hadamard_quant_dispatch(device, monkeypatch):
     s = torch.tensor(0.05, device=device)
     decode, lo, hi = hq._DECODE_MMA_CONFIG, hq._DECODE_MMA_MAX_ROWS, hq._MMA_MIN_ROWS
     for M, n, expect in [(1, 384, [decode]), (lo, 384, [decode]), (lo + 1, 384, []), (hi, 384, []),
-                         (hi + 1, 384, [{}]), (hi + 1, 96, []), (1, 96, []), (1, 64, []), (hi + 1, 64, [{}])]:
+                         (hi + 1, 384, [{}]), (hi + 1, 96, []), (1, 96, []), (1, 64, []), (hi + 1, 64, [{}]),
+                         (lo + 1, 640, [decode]), (64, 640, [decode]), (65, 640, [])]:   # 640 = 20 * 32
         calls.clear()
         y = torch.randn(M, n, device=device, dtype=torch.float16)
         out = hadamard_quant(y, s)

@@ -19,8 +19,8 @@ That kernel serves 2^k < 16, powers of two up to 256 rows, and other widths from
 conversion, made it take 9% of HBM bandwidth; ``_hadamard_quant_mma_kernel`` puts both
 factors on tensor cores instead: F = Y @ B[:, block] is a GEMM against a ±1 block of B
 generated in registers from B[k, c] = (-1)^popcount(k & c), and the m-mix Aᵀ F a small
-dot. The same kernel with narrow column blocks serves decode steps (up to 8 rows) of
-widths with an m-mix: a row is then several programs instead of one running the
+dot. The same kernel with narrow column blocks serves decode steps (up to 8 rows, 64
+where m > 12) of widths with an m-mix: a row is then several programs instead of one running the
 butterfly and the mix in sequence (``_DECODE_MMA_CONFIG``).
 """
 
@@ -302,7 +302,7 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return out.reshape(*lead, n)
     if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
         return _launch_mma(y2, s, out).reshape(*lead, n)
-    if (M <= _DECODE_MMA_MAX_ROWS and m > 1
+    if (M <= (_DECODE_MMA_MAX_ROWS_LARGE_MIX if m > 12 else _DECODE_MMA_MAX_ROWS) and m > 1
             and _mma_plan(n, y2.device, {**_MMA_CONFIG, **_DECODE_MMA_CONFIG}) is not None):
         return _launch_mma(y2, s, out, **_DECODE_MMA_CONFIG).reshape(*lead, n)
     return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
@@ -371,8 +371,12 @@ _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
 # 2.23 / 2.53 / 2.57 against 2.01 / 2.26 / 3.58; 2048: 1.82 / 1.88 / 2.14 against 3.00 /
 # 2.17 / 2.76), so they keep it. In whole decode steps (A/B, docs/sweeps/hadamard_decode_ab_*):
 # 2.8b batch 1 2.64 -> 2.30 ms, batch 8 3.07 -> 2.83, batch 64 unchanged (4.90); 130m batch 64
-# 1.10 -> 1.20 ms although the kernel alone is faster (cause not measured). So up to 8 rows.
+# 1.10 -> 1.20 ms although the kernel alone is faster (cause not measured). So up to 8 rows,
+# and up to 64 where the mix is larger than 12 (2.8b's 40): remeasured late on 2026-11-24
+# with that day's other decode changes in, 2.8b batch 16 2.86 -> 2.70 ms, batch 64 4.44 ->
+# 4.33 (docs/sweeps/hadamard_mma_rows_ab_2.8b_b*_h100.json; 130m's m = 12 not retried).
 _DECODE_MMA_MAX_ROWS = 8
+_DECODE_MMA_MAX_ROWS_LARGE_MIX = 64
 _DECODE_MMA_CONFIG = {"TILE_ROWS": 32, "COLS": 16, "ROW_BLOCKS": 1, "num_warps": 4, "MAX_K": 128}
 
 _MMA_FACTORS: dict[tuple[int, torch.device, int], tuple[int, int, torch.Tensor]] = {}

@@ -3,7 +3,9 @@ profiled), for fp16 and W8A8 on one shape; with --prefill N, the same for one
 batch-1 prefill of N tokens (after the warm-up call that captures its graphs).
 Prints a table; writes JSON.
 
-Besides each kernel's busy time it records the GPU's idle time: the span from the first
+It also records each call site's median time (the kernels in the order a layer launches
+them: the GEMVs of in_proj, x_proj, dt_proj and out_proj share names). Besides each
+kernel's busy time it records the GPU's idle time: the span from the first
 kernel's start to the last one's end, less the time some kernel ran, and that idle time
 split by the kernel that ends each gap (so a gap before every in_proj GEMM shows there).
 With programmatic dependent launch on, a kernel starts early and waits, so its busy time
@@ -14,6 +16,7 @@ includes the wait and gaps shrink: profile with QUAMBA_PDL=0 for kernel times.
 
 import argparse
 import json
+import statistics
 from collections import defaultdict
 
 import torch
@@ -65,6 +68,18 @@ for method in args.methods.split(","):
         if busy_until is not None and start > busy_until:
             per_kernel[name][2] += (start - busy_until) / steps / 1000
         busy_until = end if busy_until is None else max(busy_until, end)
+    # Per position in a layer: a layer starts at each RMSNorm launch, so (position, kernel) names
+    # one call site (in_proj, x_proj, dt_proj and out_proj share the GEMV kernels' names).
+    by_position = defaultdict(list)
+    position = None
+    for evt in cuda_events:
+        if "rmsnorm" in evt.name:
+            position = 0
+        if position is not None:
+            by_position[(position, evt.name[:60])].append(evt.device_time)
+            position += 1
+    layer_calls = [{"position": pos, "name": name, "median_us": statistics.median(times), "calls": len(times)}
+                   for (pos, name), times in sorted(by_position.items()) if len(times) >= steps * 8]
     rows = sorted(([k, *v] for k, v in per_kernel.items()), key=lambda r: -r[1])
     total = sum(r[1] for r in rows)
     launches = sum(r[2] for r in rows)
@@ -72,12 +87,16 @@ for method in args.methods.split(","):
     unit = "prefill" if args.prefill else "token"
     out[method] = {f"kernel_ms_per_{unit}": total, f"launches_per_{unit}": launches,
                    f"idle_ms_per_{unit}": idle,
-                   "kernels": [{"name": n, "ms": ms, "count": c, "idle_ms_before": gap} for n, ms, c, gap in rows]}
+                   "kernels": [{"name": n, "ms": ms, "count": c, "idle_ms_before": gap} for n, ms, c, gap in rows],
+                   "layer_calls": layer_calls}
     what = f"prefill {args.prefill}" if args.prefill else f"decode b={args.batch}, per token"
     print(f"== {method} {args.shape} {what}: {total:.3f} ms of kernel time, {launches:.0f} launches, "
           f"{idle:.3f} ms idle between kernels (steps run back to back)")
     for n, ms, c, gap in rows[:14]:
         print(f"  {ms:8.4f} ms  x{c:5.0f}  idle before {gap:7.4f} ms  {n}")
+    print("  per call, by position in a layer (median):")
+    for call in layer_calls:
+        print(f"    {call['position']}: {call['median_us']:7.2f} us  {call['name']}")
     del model, run
     dec = None
     torch.cuda.empty_cache()

@@ -71,11 +71,11 @@ def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True):
              dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8), num_stages=4 if block_m <= 32 else 3)
 
 
-def decode_gemv_rows(m_rows):
+def decode_gemv_rows(m_rows, block_n=1, num_warps=4):
     _compile(_jit("int8_linear", "_int8_gemv_rows_kernel"),
-             dict(_LINEAR, OUT_PER_COL=False, QUANT_OUT=False, HAS_BIAS=True, BLOCK_N=1, BLOCK_K=8192,
+             dict(_LINEAR, OUT_PER_COL=False, QUANT_OUT=False, HAS_BIAS=True, BLOCK_N=block_n, BLOCK_K=8192,
                   SINGLE_PASS=True, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True),
-             {"x_ptr": I8, "w_ptr": I8, "out_ptr": "*fp16"})
+             {"x_ptr": I8, "w_ptr": I8, "out_ptr": "*fp16"}, num_warps=num_warps)
 
 
 def conv(block_l, block_d):
@@ -146,6 +146,7 @@ CASES = [
                                                              conv_variant=False)),
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),
+    ("decode_gemv_rows[1,two_rows]", decode_gemv_rows, dict(m_rows=1, block_n=2, num_warps=8)),
     ("conv[decode]", conv, dict(block_l=1, block_d=128)),
     ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),

@@ -156,6 +156,17 @@ def test_k_split_fills_one_wave_of_programs(monkeypatch):
                      (4, 192, 5120): 7, (64, 192, 1024): 2}
 
 
+def test_one_token_wide_output_takes_two_rows_a_program(device):
+    """One token, N >= 1024 <= K (out_proj): two weight rows a program; an odd N leaves the
+    last program one row."""
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    assert gemv._rows_route(1, 1025, 1100)["BLOCK_N"] == 2 and gemv._rows_route(2, 1025, 1100)["BLOCK_N"] == 1
+    x_q, w_q, xs, ws = _inputs(1, 1025, 1100, device, False, True)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
+    torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
     x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)

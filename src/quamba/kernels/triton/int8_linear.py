@@ -20,8 +20,8 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
   epilogue, so one launch does it all. int32 sums are exact, so the result does
   not depend on arrival order.
 * one or two tokens (QUAMBA_GEMV_ROWS_MAX_M) and N <= K (out_proj, x_proj): a CUDA-core
-  dot product per output row and token, one row per program (its weight row loaded
-  once, for every token), no tensor cores. Measured in a CUDA
+  dot product per output row and token, one row per program (two for one token and
+  N >= 1024; its weight rows loaded once, for every token), no tensor cores. Measured in a CUDA
   graph on cold weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b
   shapes), it beats the tensor-core kernel where the weight is narrow:
   out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj the
@@ -448,11 +448,11 @@ def _rows_max_m() -> int:
     return int(value)
 
 
-def _rows_config(N: int, K: int) -> dict | None:
-    """The CUDA-core kernel's shape for one token, or None where the tensor-core
-    kernel is used. QUAMBA_GEMV_ROWS: "narrow" (default: N <= K, one row a program,
-    the whole row in one pass), "all" (wide weights too), "loop" (narrow, two rows a
-    program in 1024-wide slices: the first measured version), "off"."""
+def _rows_config(M: int, N: int, K: int) -> dict | None:
+    """The CUDA-core kernel's shape for M tokens, or None where the tensor-core
+    kernel is used. QUAMBA_GEMV_ROWS: "narrow" (default: N <= K, the whole row in one
+    pass), "all" (wide weights too), "loop" (narrow, two rows a program in 1024-wide
+    slices: the first measured version), "off"."""
     mode = os.environ.get("QUAMBA_GEMV_ROWS", "narrow")
     if mode not in ("narrow", "all", "loop", "off"):
         raise ValueError(f"QUAMBA_GEMV_ROWS={mode!r}: use narrow, all, loop or off")
@@ -461,13 +461,20 @@ def _rows_config(N: int, K: int) -> dict | None:
     if mode == "loop":
         return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4) if N >= 1024 else dict(BLOCK_N=1, BLOCK_K=2048, num_warps=8)
     if next_pow2(K) <= 8192:
+        if M == 1 and N >= 1024:
+            # One token, a wide output (out_proj): two rows a program, 64 weight bytes a
+            # thread. Decode A/B on an H100 against one row and 4 warps, logits bit-identical
+            # (docs/sweeps/out_proj_rows_cfg_ab_*_h100.json): 1.4b 1.10 -> 1.04 ms, 790m 0.89
+            # -> 0.85, 370m 0.70 -> 0.68, 2.8b 1.86 -> 1.85, 130m within noise; at two tokens
+            # 2.8b was slower (2.07 -> 2.18).
+            return dict(BLOCK_N=2, BLOCK_K=next_pow2(K), num_warps=max(1, min(8, next_pow2(K) // 1024)))
         return dict(BLOCK_N=1, BLOCK_K=next_pow2(K), num_warps=4)
     return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
 
 
 def _rows_route(M: int, N: int, K: int) -> dict | None:
     """The CUDA-core kernel's shape where it serves these M tokens, else None."""
-    cfg = _rows_config(N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
+    cfg = _rows_config(M, N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
     if cfg is not None and M > 1 and cfg["BLOCK_K"] < K:
         return None   # several tokens only in the single-pass variant (the slab reused from registers)
     return cfg

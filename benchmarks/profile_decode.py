@@ -79,6 +79,7 @@ for method in args.methods.split(","):
             by_position[(position, evt.name[:60])].append(evt.device_time)
             position += 1
     layer_calls = [{"position": pos, "name": name, "median_us": statistics.median(times), "calls": len(times)}
+                   # a call site of every layer (not the embedding's or the head's few launches)
                    for (pos, name), times in sorted(by_position.items()) if len(times) >= steps * 8]
     rows = sorted(([k, *v] for k, v in per_kernel.items()), key=lambda r: -r[1])
     total = sum(r[1] for r in rows)

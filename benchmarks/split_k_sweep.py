@@ -6,7 +6,8 @@ default's output. Rows are written as they come (a killed run keeps what it meas
 
     python benchmarks/split_k_sweep.py --json OUT [--shapes 2.8b:out_proj+x_proj] [--batch 4 8 16 64]
 
-docs/sweeps/split_k_h100.json is from this script at commit 7a7063d, which also swept a
+docs/sweeps/split_k_h100.json is from this script's first version (benchmarks/split_k_experiment.py
+at commit 7a7063d), which also swept a
 second way of summing the splits (int32 atomics into one zeroed tile, the last program
 to arrive loading one tile instead of SPLIT_K): it was not faster anywhere, and went.
 """

@@ -138,10 +138,21 @@ def test_decode_dt_weight_early_or_looped_gives_the_same_step(b, r, device, monk
     contracted into FMAs differently (see _assert_same_scan)."""
     d, n = (24, 16) if device.type == "cpu" else (5120, 16)
     args, proj = _dt_proj_case(b, 1, d, n, r, True, device)
+    launched = []
+    kernel = scan_mod._selective_scan_kernel
+
+    class Spy:   # records each launch's DTW_EARLY, then launches the real kernel
+        def __getitem__(self, grid):
+            def launch(*a, **kw):
+                launched.append(kw["DTW_EARLY"])
+                return kernel[grid](*a, **kw)
+            return launch
+    monkeypatch.setattr(scan_mod, "_selective_scan_kernel", Spy())
     outs = []
     for mode in ("loop", "early"):
         monkeypatch.setenv("QUAMBA_SCAN_DTW", mode)
         outs.append(selective_scan_int8(dt_q=None, **args, **proj))
+    assert launched == [False, True]
     _assert_same_scan(*outs[1], *outs[0], device)
     _assert_same_scan(*outs[1], *_two_launches(args, proj), device)
     monkeypatch.setenv("QUAMBA_SCAN_DTW", "ealy")

@@ -14,8 +14,8 @@ reshape/split/join/permute of the register tile, no memory traffic. The m part
 accumulates m rank-1 updates, out[i, :] += A[j, i] * FWHT(Y[j, :]) (m·m·2^k
 multiply-adds a row: 20·20·256 for mamba-2.8b's d_inner 5120).
 
-That kernel serves 2^k < 16, powers of two up to 256 rows, and other widths from 9 to
-256 rows. With more rows (prefill) its butterfly stages, each a shared-memory layout
+That kernel serves 2^k < 16, powers of two up to 256 rows, and other widths from 9
+(65 where m > 12) to 256 rows. With more rows (prefill) its butterfly stages, each a shared-memory layout
 conversion, made it take 9% of HBM bandwidth; ``_hadamard_quant_mma_kernel`` puts both
 factors on tensor cores instead: F = Y @ B[:, block] is a GEMM against a ±1 block of B
 generated in registers from B[k, c] = (-1)^popcount(k & c), and the m-mix Aᵀ F a small
@@ -359,7 +359,7 @@ _MMA_CONFIG = {
 # fp32 y (tests, not the model's path): tf32x3 needs more registers; a smaller tile keeps
 # the sm_90 compile free of spills.
 _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
-# Decode steps (up to 8 rows) of widths with a Paley factor (m > 1) take the tensor-core
+# Decode steps (up to 8 rows; 64 where m > 12) of widths with a Paley factor (m > 1) take the tensor-core
 # kernel too, with 16-column blocks and a row tile a program, so that even one row is
 # K / 16 programs (8 at mamba-2.8b's 5120 = 40 x 128) instead of one program running the
 # butterfly's stages and the m-mix one after another. H100, graph-timed, µs at 1 / 8 / 64
@@ -372,7 +372,7 @@ _MMA_CONFIG_F32 = {"TILE_ROWS": 32}
 # 2.17 / 2.76), so they keep it. In whole decode steps (A/B, docs/sweeps/hadamard_decode_ab_*):
 # 2.8b batch 1 2.64 -> 2.30 ms, batch 8 3.07 -> 2.83, batch 64 unchanged (4.90); 130m batch 64
 # 1.10 -> 1.20 ms although the kernel alone is faster (cause not measured). So up to 8 rows,
-# and up to 64 where the mix is larger than 12 (2.8b's 40): remeasured late on 2026-11-24
+# and up to 64 where m is above 12 (2.8b's 5120 = 20 * 256): remeasured late on 2026-11-24
 # with that day's other decode changes in, 2.8b batch 16 2.86 -> 2.70 ms, batch 64 4.44 ->
 # 4.33 (docs/sweeps/hadamard_mma_rows_ab_2.8b_b*_h100.json; 130m's m = 12 not retried).
 _DECODE_MMA_MAX_ROWS = 8

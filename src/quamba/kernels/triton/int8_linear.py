@@ -465,8 +465,8 @@ def _rows_config(M: int, N: int, K: int) -> dict | None:
             # One token, a wide output (out_proj): two rows a program, 64 weight bytes a
             # thread. Decode A/B on an H100 against one row and 4 warps, logits bit-identical
             # (docs/sweeps/out_proj_rows_cfg_ab_*_h100.json): 1.4b 1.10 -> 1.04 ms, 790m 0.89
-            # -> 0.85, 370m 0.70 -> 0.68, 2.8b 1.86 -> 1.85, 130m within noise; at two tokens
-            # 2.8b was slower (2.07 -> 2.18).
+            # -> 0.85, 370m 0.70 -> 0.68, 2.8b 1.86 -> 1.85 (130m's out_proj, N 768, is narrower);
+            # at two tokens 2.8b was slower (2.07 -> 2.18).
             return dict(BLOCK_N=2, BLOCK_K=next_pow2(K), num_warps=max(1, min(8, next_pow2(K) // 1024)))
         return dict(BLOCK_N=1, BLOCK_K=next_pow2(K), num_warps=4)
     return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
@@ -499,7 +499,8 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-# Set by benchmarks/kernels_gpu.py to sweep the decode kernel's shape; None in normal use.
+# Set by benchmarks/kernels_gpu.py, decode_sweep.py and split_k_sweep.py to sweep the decode
+# kernel's shape (SPLIT_K: a split count to force, >= 1); None in normal use.
 _GEMV_OVERRIDE: dict | None = None
 
 
@@ -526,12 +527,12 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     # no longer split), batch 4 1.456 -> 1.426 (out_proj split 4 ways, not 8), 2.8b batch 4
     # and 16 the same. A finer rule that won kernel by kernel (docs/sweeps/split_k_h100.json:
     # non-power-of-two splits, 32-column x_proj tiles; "new" in the A/B) lost at 2.8b batch
-    # 4 and 64 in whole steps.
+    # 4 and 64 in whole steps (and won about 2% at batch 16).
     target = o.get("PROGRAMS_PER_SM", 1) * _num_sms(device)
     split = 1
     while split < o.get("MAX_SPLIT", 16) and n_blocks * split * 2 <= target and k_blocks >= split * 2 * 2:
         split *= 2
-    split = o.get("SPLIT_K", split)
+    split = max(1, o.get("SPLIT_K", split))
     k_per_split = triton.cdiv(k_blocks, split) * block_k
     split = triton.cdiv(K, k_per_split)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,

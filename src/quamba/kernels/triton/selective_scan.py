@@ -460,6 +460,9 @@ _INTERPRETER_SCAN = "in_order"
 # chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"); None / 8 in
 # normal use.
 _BLOCK_D_OVERRIDE: int | None = None
+_CHUNK = 8
+# The recurrent state in memory (between calls); inside the kernels it is always fp32.
+_STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _decode_dt_weight() -> str:
@@ -472,9 +475,6 @@ def _decode_dt_weight() -> str:
     if value not in ("early", "loop"):
         raise ValueError(f"QUAMBA_SCAN_DTW={value!r}: use early or loop")
     return value
-_CHUNK = 8
-# The recurrent state in memory (between calls); inside the kernels it is always fp32.
-_STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,

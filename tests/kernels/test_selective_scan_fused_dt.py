@@ -130,7 +130,7 @@ def test_early_state_gives_the_same_step(b, device):
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
-@pytest.mark.parametrize("b,r", [(1, 160), (3, 5), (4, 48)])
+@pytest.mark.parametrize("b,r", [(1, 160), (3, 5), (4, 48), (1, 300)])
 def test_decode_dt_weight_early_or_looped_gives_the_same_step(b, r, device, monkeypatch):
     """QUAMBA_SCAN_DTW: dt_proj's weight rows loaded whole before pdl_wait (early, the
     default) or in K blocks after it (loop): the same int32 sums, so the same int8 dt and
@@ -152,7 +152,7 @@ def test_decode_dt_weight_early_or_looped_gives_the_same_step(b, r, device, monk
     for mode in ("loop", "early"):
         monkeypatch.setenv("QUAMBA_SCAN_DTW", mode)
         outs.append(selective_scan_int8(dt_q=None, **args, **proj))
-    assert launched == [False, True]
+    assert launched == [False, r <= 256]   # larger ranks than mamba's keep the loop (registers)
     _assert_same_scan(*outs[1], *outs[0], device)
     _assert_same_scan(*outs[1], *_two_launches(args, proj), device)
     monkeypatch.setenv("QUAMBA_SCAN_DTW", "ealy")

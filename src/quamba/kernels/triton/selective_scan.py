@@ -461,6 +461,7 @@ _INTERPRETER_SCAN = "in_order"
 # normal use.
 _BLOCK_D_OVERRIDE: int | None = None
 _CHUNK = 8
+_DTW_EARLY_MAX_PER_THREAD = 128
 # The recurrent state in memory (between calls); inside the kernels it is always fp32.
 _STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -540,8 +541,11 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         else:
             # A broadcast product, its K block sized to about 16 int32 a thread.
             block_r = min(max(8, 16 * 32 * num_warps // (block_d * chunk)), next_pow2(rank))
-            if seqlen == 1 and _decode_dt_weight() == "early":
-                # A decode step: the weight rows whole, loaded before pdl_wait (DTW_EARLY).
+            # A decode step: the weight rows whole, loaded before pdl_wait (DTW_EARLY), where
+            # they are at most 128 int8 a thread (mamba's ranks up to 256 at 16 channels a warp;
+            # 2.8b's batch 1 compiles to 255 registers there); larger ranks keep the loop.
+            fits = block_d * next_pow2(rank) <= _DTW_EARLY_MAX_PER_THREAD * 32 * num_warps
+            if seqlen == 1 and _decode_dt_weight() == "early" and fits:
                 block_r, dtw_early = next_pow2(rank), True
         dt, lq_strides, w_strides = u, lq.stride(), dtw.stride()
     else:

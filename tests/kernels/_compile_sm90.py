@@ -78,6 +78,13 @@ def decode_gemv_rows(m_rows, block_n=1, num_warps=4):
              {"x_ptr": I8, "w_ptr": I8, "out_ptr": "*fp16"}, num_warps=num_warps)
 
 
+def decode_gemv_words(m_rows, block_n, head, tail, num_warps, dp4a=True):
+    return _compile(_jit("int8_linear", "_int8_gemv_words_kernel"),
+                    dict(_LINEAR, OUT_PER_COL=False, QUANT_OUT=False, HAS_BIAS=True, BLOCK_N=block_n,
+                         BLOCK_HEAD=head, BLOCK_TAIL=tail, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True, DP4A=dp4a),
+                    {"x_ptr": "*i32", "w_ptr": "*i32", "out_ptr": "*fp16"}, num_warps=num_warps)
+
+
 def conv(block_l, block_d):
     _compile(_jit("causal_conv1d", "_causal_conv1d_kernel"),
              dict(WIDTH=4, HAS_BIAS=True, HAS_STATE=True, SILU=True, IS_INT8=True, W_PER_CHANNEL=False,
@@ -147,6 +154,10 @@ CASES = [
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),
     ("decode_gemv_rows[1,two_rows]", decode_gemv_rows, dict(m_rows=1, block_n=2, num_warps=8)),
+    ("decode_gemv_words[1,two_rows]", decode_gemv_words, dict(m_rows=1, block_n=2, head=1024, tail=256, num_warps=8)),
+    ("decode_gemv_words[2]", decode_gemv_words, dict(m_rows=2, block_n=1, head=1024, tail=256, num_warps=4)),
+    ("decode_gemv_words[1,shift]", decode_gemv_words, dict(m_rows=1, block_n=1, head=512, tail=128, num_warps=4,
+                                                           dp4a=False)),
     ("conv[decode]", conv, dict(block_l=1, block_d=128)),
     ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),

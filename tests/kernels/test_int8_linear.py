@@ -167,6 +167,64 @@ def test_one_token_wide_output_takes_two_rows_a_program(device):
                                rtol=1e-5, atol=1e-5)
 
 
+class _CountLaunches:
+    """Wraps a Triton kernel and counts its launches (``kernel[grid](...)``)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("words", ["dp4a", "shift", "off"])
+@pytest.mark.parametrize("M,N,K", shapes(gpu=[(1, 2560, 5120), (2, 2560, 5120), (1, 192, 5120), (1, 768, 1536),
+                                              (1, 1030, 4096), (1, 33, 200)],
+                                         cpu=[(1, 40, 200), (2, 64, 80), (1, 12, 36)]))
+def test_one_token_rows_on_int32_words_give_the_int8_kernels_bits(words, M, N, K, device, monkeypatch):
+    """QUAMBA_GEMV_WORDS: the rows kernel reading W and x as int32 words of four int8
+    (dp4a, or lanes sign-extended by shifts; the interpreter always shifts) gives the int8
+    rows kernel's exact result, plain and requantized, rows with and without a masked tail
+    block (5120 int8 = 1024 + 256 words; 200 = 32 + 18 of 32), the weight read before the
+    wait or after it; "off" runs the int8 kernel."""
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    counter = _CountLaunches(gemv._int8_gemv_words_kernel)
+    monkeypatch.setattr(gemv, "_int8_gemv_words_kernel", counter)
+    monkeypatch.setenv("QUAMBA_GEMV_WORDS", words)
+    x_q, w_q, xs, ws = _inputs(M, N, K, device, True, True)
+    bias = torch.randn(N, device=device)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+    for static in (True, False):
+        torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32,
+                                               static_weight=static), ref, rtol=1e-5, atol=1e-5)
+    s = scale_for(ref)
+    assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s, static_weight=True), quantize_ref(ref, s))
+    assert counter.launches == (0 if words == "off" else 3)
+
+
+def test_rows_that_are_not_whole_words_take_the_int8_kernel(device, monkeypatch):
+    """A K that is not a multiple of 4, or an input whose base or row stride is not 4-byte
+    aligned, cannot be read as words: the int8 rows kernel serves it, with the same result."""
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    counter = _CountLaunches(gemv._int8_gemv_words_kernel)
+    monkeypatch.setattr(gemv, "_int8_gemv_words_kernel", counter)
+    _, w_q, xs, ws = _inputs(1, 40, 200, device, False, True)
+    shifted = rand_int8(201, device=device)[1:].view(1, 200)      # base 1 byte past alignment
+    strided = rand_int8(2, 203, device=device)[:, :200]           # rows 203 bytes apart
+    x_odd, w_odd, _, ws_odd = _inputs(2, 40, 202, device, False, True)
+    for x, w, w_s in ((shifted, w_q, ws), (strided, w_q, ws), (x_odd, w_odd, ws_odd)):
+        ref = int8_linear_ref(x.contiguous(), w, xs, w_s, out_dtype=torch.float32)
+        torch.testing.assert_close(int8_linear(x, w, xs, w_s, out_dtype=torch.float32, static_weight=True), ref,
+                                   rtol=1e-5, atol=1e-5)
+    assert counter.launches == 0
+    assert gemv._as_words(strided) is None and gemv._as_words(shifted) is None
+    assert gemv._head_tail(1280) == (1024, 256) and gemv._head_tail(50) == (32, 32) and gemv._head_tail(64) == (64, 0)
+    monkeypatch.setenv("QUAMBA_GEMV_WORDS", "dp4")
+    with pytest.raises(ValueError, match="QUAMBA_GEMV_WORDS"):
+        int8_linear(shifted.contiguous(), w_q, xs, ws)
+
+
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
     x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)

@@ -437,6 +437,85 @@ def _int8_gemv_rows_kernel(
     tl.store(out_ptr + offs_n[None, :] * stride_on, out.to(out_ptr.dtype.element_ty), mask=nm[None, :])
 
 
+@triton.jit
+def _dot4(w, x, acc, DP4A: tl.constexpr):
+    """acc + the dot product of the four int8 lanes packed (little-endian) in each int32 of w and x.
+    DP4A: one ``dp4a`` instruction a word (sm_61+); otherwise each lane is sign-extended by
+    shifts (the interpreter's path: it runs no inline PTX). Both are exact in int32."""
+    if DP4A:
+        return tl.inline_asm_elementwise("dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r", [w, x, acc],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        for lane in tl.static_range(4):
+            acc += ((w << (24 - 8 * lane)) >> 24) * ((x << (24 - 8 * lane)) >> 24)
+        return acc
+
+
+@triton.jit
+def _int8_gemv_words_kernel(
+    x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_scale_ptr,
+    N, KW, stride_xm, stride_wn, stride_om, stride_on,
+    X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_HEAD: tl.constexpr, BLOCK_TAIL: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
+    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr,
+):
+    """The rows kernel's single pass on int32 words: x and W are read as four int8 values a
+    word, kept packed in registers (a quarter of the registers the int8 tile takes, so more
+    programs fit an SM and load their rows before ``pdl_wait``) and multiplied four at a time.
+
+    A row's KW words are a BLOCK_HEAD block (a power of two, at most KW) and a masked
+    BLOCK_TAIL block after it (0 when the head covers the row): 5120 int8 are 1024 + 256
+    words, not 2048 with 768 masked off."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nm = offs_n < N
+    offs_h = tl.arange(0, BLOCK_HEAD)
+    offs_t = BLOCK_HEAD + tl.arange(0, BLOCK_TAIL if BLOCK_TAIL > 0 else 1)
+    tm = offs_t < KW
+    if not EARLY_WEIGHT:
+        pdl_wait(USE_PDL)
+    w_head = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_h[None, :], mask=nm[:, None], other=0)
+    if BLOCK_TAIL > 0:
+        w_tail = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_t[None, :], mask=nm[:, None] & tm[None, :],
+                         other=0)
+    if EARLY_WEIGHT:
+        pdl_wait(USE_PDL)
+    for m in tl.static_range(M_ROWS):
+        x_head = tl.load(x_ptr + m * stride_xm + offs_h)
+        total = tl.sum(_dot4(w_head, x_head[None, :], tl.zeros_like(w_head), DP4A), axis=1)
+        if BLOCK_TAIL > 0:
+            x_tail = tl.load(x_ptr + m * stride_xm + offs_t, mask=tm, other=0)
+            total += tl.sum(_dot4(w_tail, x_tail[None, :], tl.zeros_like(w_tail), DP4A), axis=1)
+        out = _epilogue(tl.reshape(total, (1, BLOCK_N)), tl.arange(0, 1) + m, offs_n, M_ROWS, N, x_scale_ptr,
+                        w_scale_ptr, bias_ptr, out_scale_ptr, X_PER_ROW, W_PER_COL, HAS_BIAS, QUANT_OUT,
+                        OUT_PER_COL)
+        tl.store(out_ptr + m * stride_om + offs_n[None, :] * stride_on, out.to(out_ptr.dtype.element_ty),
+                 mask=nm[None, :])
+
+
+def _as_words(t: torch.Tensor) -> torch.Tensor | None:
+    """A 2-D int8 tensor seen as int32 words (four values each), or None where its rows are
+    not whole, 4-byte aligned runs of words."""
+    if t.stride(1) != 1 or t.shape[1] % 4 or t.stride(0) % 4 or t.data_ptr() % 4:
+        return None
+    return t.view(torch.int32)
+
+
+def _words_mode() -> str:
+    """QUAMBA_GEMV_WORDS: "dp4a" (default), "shift" (lanes sign-extended by shifts, for A/B
+    runs), or "off" (the int8 rows kernel)."""
+    mode = os.environ.get("QUAMBA_GEMV_WORDS", "dp4a")
+    if mode not in ("dp4a", "shift", "off"):
+        raise ValueError(f"QUAMBA_GEMV_WORDS={mode!r}: use dp4a, shift or off")
+    return mode
+
+
+def _head_tail(kw: int) -> tuple[int, int]:
+    """A row of kw words as a power-of-two head and a (masked) power-of-two tail."""
+    head = 1 << (kw.bit_length() - 1)
+    return head, (next_pow2(kw - head) if kw > head else 0)
+
+
 def _rows_max_m() -> int:
     """Up to how many tokens the CUDA-core kernel serves narrow weights (QUAMBA_GEMV_ROWS_MAX_M,
     for A/B runs). Default 2: its int32 work grows with the tokens while the tensor-core
@@ -611,11 +690,22 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
         if interpret_mode() and bk < K:
             bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
-        _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
-            *args_ptr, N, K, x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
-            **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight, M_ROWS=M,
-            num_warps=rows_cfg["num_warps"],
-            **pdl_launch_options(x_q.device))
+        words = _words_mode()
+        x_words = w_words = None
+        if bk >= K and words != "off":
+            x_words, w_words = _as_words(x2), _as_words(w_q)
+        if x_words is not None and w_words is not None:
+            head, tail = _head_tail(K // 4)
+            _int8_gemv_words_kernel[(triton.cdiv(N, bn),)](
+                x_words, w_words, *args_ptr[2:], N, K // 4, x_words.stride(0), w_words.stride(0),
+                out.stride(0), out.stride(1), **flags, BLOCK_N=bn, BLOCK_HEAD=head, BLOCK_TAIL=tail,
+                EARLY_WEIGHT=static_weight, M_ROWS=M, DP4A=words == "dp4a" and not interpret_mode(),
+                num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
+        else:
+            _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
+                *args_ptr, N, K, x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0),
+                out.stride(1), **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight,
+                M_ROWS=M, num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
         if conv is not None:

@@ -1,7 +1,9 @@
 """A/B of one CUDA-graphed decode step under environment switches (GPU only).
 
 Each variant captures its own graph of the same random-weight model (switches are
-read at capture time), times 200 replays (median) and keeps the logits: switches
+read at capture time), times 200 replays one at a time (median; the host's launch gap
+included) and 10 runs of 64 replays queued behind a GPU sleep (median per replay: the GPU's
+step alone, the less noisy number), and keeps the logits: switches
 that only change scheduling (QUAMBA_PDL) must give bit-identical logits.
 
     python benchmarks/decode_ab.py --shape 2.8b --batch 1 --variant QUAMBA_PDL=0 --variant QUAMBA_PDL=1 --json OUT
@@ -45,8 +47,19 @@ for variant in args.variant or [""]:
         e.record()
         e.synchronize()
         times.append(s.elapsed_time(e))
+    queued = []   # 64 replays queued behind a GPU sleep: no host launch gap between them
+    for _ in range(10):
+        torch.cuda._sleep(50_000_000)
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(64):
+            dec.graph.replay()
+        e.record()
+        e.synchronize()
+        queued.append(s.elapsed_time(e) / 64)
     first = logits if first is None else first
     rows.append({"variant": variant, "ms_per_token": statistics.median(times),
+                 "ms_per_token_queued": statistics.median(queued),
                  "logits_equal_first_variant": bool(torch.equal(first, logits))})
     print(rows[-1], flush=True)
     del dec

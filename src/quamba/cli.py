@@ -319,6 +319,8 @@ def bench(
     prompt_len: str = typer.Option("1024,2048,4096", "--prompt-len", help="Prefill lengths (batch 1)."),
     batch: str = typer.Option("1,8,64", "--batch", help="Decode batch sizes."),
     reps: int = typer.Option(20, "--reps", min=3, help="Timed repeats (medians are reported)."),
+    gen: int = typer.Option(64, "--gen", min=2, help="Tokens of each timed decode loop (greedy, no host sync "
+                            "between tokens, as generation runs); the per-token time is the loop's over gen."),
     mamba_ssm: bool = typer.Option(True, "--mamba-ssm/--no-mamba-ssm", help="Also time mamba-ssm's fp16 model when installed."),
     state_dtype: str = StateDtypeOpt,
     out_json: Optional[Path] = typer.Option(None, "--json", help="Write all rows, the device and versions to this file."),
@@ -337,7 +339,7 @@ def bench(
                          [m.strip() for m in methods.split(",") if m.strip()],
                          [int(x) for x in prompt_len.split(",") if x], [int(x) for x in batch.split(",") if x],
                          reps, with_mamba_ssm=mamba_ssm, command=" ".join(sys.argv), state_dtype=ssm_state_dtype,
-                         status=lambda text: err_console.print(f"[dim]{text}[/]"))
+                         gen=gen, status=lambda text: err_console.print(f"[dim]{text}[/]"))
     rows = result["rows"]
     if out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,16 @@ def test_bench_without_a_gpu_says_so():
         run_bench(["130m"], ["w8a8"], [16], [1])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_bench_cli_teaches_gen():
+    from typer.testing import CliRunner
+
+    from quamba.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0 and "--gen" in result.output
+
+
 def test_measure_writes_a_memory_row_after_each_decode_batch(monkeypatch):
     """_measure's bookkeeping with the CUDA memory counters faked: one memory row per decode
     batch, each the peak so far (reset once after the build), with the weight bytes."""
@@ -61,7 +71,7 @@ def test_measure_writes_a_memory_row_after_each_decode_batch(monkeypatch):
     def decode_ms(batch):
         peak["allocated"] += 10 * batch
         peak["reserved"] += 20 * batch
-        return 1.0 + batch
+        return 1.0 + batch, {"gen": 7}
 
     model = torch.nn.Linear(4, 4, bias=False)           # 16 fp32 weights = 64 bytes
     seen = []
@@ -70,7 +80,7 @@ def test_measure_writes_a_memory_row_after_each_decode_batch(monkeypatch):
     assert [(r["kind"], r["batch"]) for r in rows] == [("decode", 1), ("memory", 1), ("decode", 8), ("memory", 8)]
     assert rows[1] == {"kind": "memory", "batch": 1, "weight_bytes": 64, "peak_bytes": 10, "peak_reserved_bytes": 20}
     assert rows[3]["peak_bytes"] == 90 and rows[3]["peak_reserved_bytes"] == 180
-    assert rows[2]["tokens_per_s"] == pytest.approx(8 / 9.0 * 1e3)
+    assert rows[2]["tokens_per_s"] == pytest.approx(8 / 9.0 * 1e3) and rows[2]["gen"] == 7
 
 
 def test_environment_records_the_kernel_switches(monkeypatch):

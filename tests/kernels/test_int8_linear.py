@@ -225,6 +225,21 @@ def test_rows_that_are_not_whole_words_take_the_int8_kernel(device, monkeypatch)
         int8_linear(shifted.contiguous(), w_q, xs, ws)
 
 
+def test_rows_shape_override_for_ab_runs(device, monkeypatch):
+    """QUAMBA_GEMV_ROWS_SHAPE sets the single-pass rows kernel's rows a program and warps
+    (an odd N leaves the last program short); a malformed value is refused."""
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    monkeypatch.setenv("QUAMBA_GEMV_ROWS_SHAPE", "4,2")
+    assert gemv._rows_route(1, 2560, 5120) == {"BLOCK_N": 4, "BLOCK_K": 8192, "num_warps": 2}
+    x_q, w_q, xs, ws = _inputs(1, 39, 200, device, False, True)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
+    torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,
+                               rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("QUAMBA_GEMV_ROWS_SHAPE", "4")
+    with pytest.raises(ValueError, match="QUAMBA_GEMV_ROWS_SHAPE"):
+        int8_linear(x_q, w_q, xs, ws)
+
+
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):
     monkeypatch.setenv("QUAMBA_PREFILL_GEMM", "cublas")
     x_q, w_q, xs, ws = _inputs(65, 32, 48, device, False, False)

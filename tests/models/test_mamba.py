@@ -83,6 +83,27 @@ def test_sampling_filters():
     assert picks == {0}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pipelined loop is the CUDA path")
+def test_gpu_generation_gives_the_step_by_step_tokens(tiny_dir):
+    """On CUDA generate() queues each step before reading the token that feeds it; the
+    tokens (and an eos stop) are those of a loop that reads every token first."""
+    from quamba.models.cuda_graph import GraphedDecoder
+
+    model = load(tiny_dir, dtype="fp32", device="cuda")
+    prompt = torch.tensor([464, 1708, 302, 262, 1230], device="cuda")
+    new = generate(model, prompt, 24)
+    with torch.inference_mode():
+        decoder = GraphedDecoder(model, 1)
+        logits, want = decoder.prefill(prompt[None]), []
+        for _ in range(24):
+            next_id = logits.argmax(-1)
+            want.append(int(next_id.item()))
+            logits = decoder.step(next_id)
+    assert new.tolist() == want
+    eos = want[7]
+    assert generate(model, prompt, 24, eos_id=eos).tolist() == want[:want.index(eos) + 1]
+
+
 def test_generation_stops_at_eos(tiny_model):
     eos = 0
     prompt = torch.tensor([5, 6, 7])

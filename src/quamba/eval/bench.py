@@ -6,7 +6,11 @@ warmed-up work, the median of repeats:
 
 - prefill: one forward over (batch, prompt_len) tokens, logits of the last position
   (what generation needs), i.e. time to first token;
-- decode: one replay of the CUDA-graphed single-token step, per token;
+- decode: time per output token of a greedy loop of ``gen`` tokens through the
+  CUDA-graphed single-token step, each token's argmax feeding the next step on the
+  device with no host sync in between (how ``generate`` runs, and how mamba-ssm's own
+  generation loop is timed below); the median of one replay timed alone, host launch
+  gap included, is kept as ``ms_per_replay``;
 - memory: after each decode batch size, the peak allocated bytes since the model
   was built (weights + states + activations of every prefill and of decoding up to
   that batch; the batch-1 row is the batch-1 workload's peak), and the weight bytes.
@@ -128,8 +132,9 @@ def _weight_bytes(model) -> int:
 
 
 def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps: int,
-             decode_ms: Callable[[int], float], on_row: Callable[[dict], None] | None) -> list[dict]:
-    """Prefill rows (batch 1, each prompt length), decode rows (``decode_ms(batch)``), and
+             decode_ms: Callable[[int], tuple[float, dict]], on_row: Callable[[dict], None] | None) -> list[dict]:
+    """Prefill rows (batch 1, each prompt length), decode rows (``decode_ms(batch)``: ms a
+    token and extra fields for the row), and
     after each decode batch a memory row: the peak allocated since the model was built
     (its build's transients, e.g. random initialisation, left out), i.e. weights, states
     and activations of every prefill and of decoding up to that batch."""
@@ -154,8 +159,8 @@ def _measure(model, vocab: int, prompt_lens: list[int], batches: list[int], reps
         ms = median_ms(lambda: model(ids, num_last_tokens=1), 2, max(3, reps // 4))
         emit({"kind": "prefill", "batch": 1, "prompt_len": length, "ms": ms, "tokens_per_s": length / ms * 1e3})
     for batch in batches:
-        ms = decode_ms(batch)
-        emit({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3})
+        ms, extra = decode_ms(batch)
+        emit({"kind": "decode", "batch": batch, "ms_per_token": ms, "tokens_per_s": batch / ms * 1e3, **extra})
         emit(memory_row(batch))
     if not batches:
         emit(memory_row(None))
@@ -178,7 +183,7 @@ def _fresh_peak() -> None:
 
 @torch.inference_mode()
 def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], batches: list[int],
-                reps: int = 20, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+                reps: int = 20, gen: int = 64, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Rows of {kind: prefill|decode|memory, ...} for one model built by ``build``."""
     from quamba.models.cuda_graph import GraphedDecoder
 
@@ -188,7 +193,12 @@ def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], ba
     def decode_ms(batch):
         decoder = GraphedDecoder(model, batch)
         ids = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
-        return median_ms(lambda: decoder.step(ids), 5, reps * 5)
+        per_replay = median_ms(lambda: decoder.step(ids), 5, reps * 5)
+
+        def greedy_tokens():
+            for _ in range(gen):
+                decoder.step(decoder.logits.argmax(dim=-1))
+        return median_ms(greedy_tokens, 1, max(3, reps // 4)) / gen, {"ms_per_replay": per_replay, "gen": gen}
 
     rows = _measure(model, model.config.vocab_size, prompt_lens, batches, reps, decode_ms, on_row)
     del model
@@ -221,7 +231,7 @@ def bench_mamba_ssm(config: MambaConfig, prompt_lens: list[int], batches: list[i
             return lambda: model.generate(ids, max_length=16 + n, cg=True, enable_timing=False)
         long_ms = median_ms(run(gen), 2, max(3, reps // 4))
         short_ms = median_ms(run(1), 2, max(3, reps // 4))
-        return (long_ms - short_ms) / (gen - 1)
+        return (long_ms - short_ms) / (gen - 1), {"gen": gen}
 
     rows = _measure(model, config.vocab_size, prompt_lens, batches, reps, decode_ms, on_row)
     del model
@@ -327,8 +337,10 @@ def plot_latency(rows: list[dict], path) -> None:
 
 def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], batches: list[int], reps: int = 20,
               with_mamba_ssm: bool = True, command: str = "", status: Callable[[str], None] = print,
-              state_dtype: torch.dtype = torch.float32) -> dict:
+              state_dtype: torch.dtype = torch.float32, gen: int = 64) -> dict:
     """Every (shape, method) row, the ratios against the anchor, the environment.
+    gen: the tokens of each timed decode loop (at least 2: mamba-ssm's time is the difference
+    of a gen-token and a one-token generation).
     state_dtype: quamba's decode-state dtype (mamba-ssm keeps its own: fp16 for fp16 models).
     Frees cuBLAS's workspaces between models (``_fresh_peak``): run it in a process of its
     own (as ``quamba bench`` does), not beside other models' live CUDA graphs."""
@@ -339,6 +351,8 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
     unknown = sorted(set(methods) - {"fp16", "w8a8"})
     if unknown:
         raise QuambaError(f"--methods: unknown {', '.join(unknown)} (fp16, w8a8)")
+    if gen < 2:
+        raise QuambaError(f"--gen {gen}: time at least 2 tokens a decode loop")
     if with_mamba_ssm:
         try:
             import mamba_ssm  # noqa: F401
@@ -353,9 +367,9 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
             return model
         builders = {"fp16": lambda: with_state(random_fp_model(config)),
                     "w8a8": lambda: with_state(random_w8a8_model(config))}
-        runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps)) for m in methods]
+        runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps, gen)) for m in methods]
         if with_mamba_ssm:
-            runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps)))
+            runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps, gen)))
         for method, run in runs:
             status(f"{shape} {method}")
             state = "float16" if method == "mamba-ssm-fp16" else str(state_dtype).removeprefix("torch.")

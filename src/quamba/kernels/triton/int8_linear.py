@@ -551,9 +551,22 @@ def _rows_config(M: int, N: int, K: int) -> dict | None:
     return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
 
 
+def _rows_shape_override(cfg: dict) -> dict:
+    """QUAMBA_GEMV_ROWS_SHAPE="BLOCK_N,num_warps" (for A/B runs) replaces the single-pass shape."""
+    value = os.environ.get("QUAMBA_GEMV_ROWS_SHAPE")
+    if not value:
+        return cfg
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"QUAMBA_GEMV_ROWS_SHAPE={value!r}: use BLOCK_N,num_warps (positive integers)")
+    return dict(cfg, BLOCK_N=int(parts[0]), num_warps=int(parts[1]))
+
+
 def _rows_route(M: int, N: int, K: int) -> dict | None:
     """The CUDA-core kernel's shape where it serves these M tokens, else None."""
     cfg = _rows_config(M, N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
+    if cfg is not None and cfg["BLOCK_K"] >= K:
+        cfg = _rows_shape_override(cfg)
     if cfg is not None and M > 1 and cfg["BLOCK_K"] < K:
         return None   # several tokens only in the single-pass variant (the slab reused from registers)
     return cfg

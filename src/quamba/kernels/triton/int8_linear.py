@@ -552,13 +552,13 @@ def _rows_config(M: int, N: int, K: int) -> dict | None:
 
 
 def _rows_shape_override(cfg: dict) -> dict:
-    """QUAMBA_GEMV_ROWS_SHAPE="BLOCK_N,num_warps" (for A/B runs) replaces the single-pass shape."""
+    """QUAMBA_GEMV_ROWS_SHAPE="BLOCK_NxWARPS" (for A/B runs, e.g. 2x8) replaces the single-pass shape."""
     value = os.environ.get("QUAMBA_GEMV_ROWS_SHAPE")
     if not value:
         return cfg
-    parts = value.split(",")
+    parts = value.split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"QUAMBA_GEMV_ROWS_SHAPE={value!r}: use BLOCK_N,num_warps (positive integers)")
+        raise ValueError(f"QUAMBA_GEMV_ROWS_SHAPE={value!r}: use BLOCK_NxWARPS, e.g. 2x8")
     return dict(cfg, BLOCK_N=int(parts[0]), num_warps=int(parts[1]))
 
 

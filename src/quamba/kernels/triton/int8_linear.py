@@ -552,7 +552,8 @@ def _rows_config(M: int, N: int, K: int) -> dict | None:
 
 
 def _rows_shape_override(cfg: dict) -> dict:
-    """QUAMBA_GEMV_ROWS_SHAPE="BLOCK_NxWARPS" (for A/B runs, e.g. 2x8) replaces the single-pass shape."""
+    """QUAMBA_GEMV_ROWS_SHAPE="BLOCK_NxWARPS" (for A/B runs, e.g. 2x8) replaces the single-pass
+    shape of wide outputs (N >= 1024: out_proj, not x_proj)."""
     value = os.environ.get("QUAMBA_GEMV_ROWS_SHAPE")
     if not value:
         return cfg
@@ -565,7 +566,7 @@ def _rows_shape_override(cfg: dict) -> dict:
 def _rows_route(M: int, N: int, K: int) -> dict | None:
     """The CUDA-core kernel's shape where it serves these M tokens, else None."""
     cfg = _rows_config(M, N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
-    if cfg is not None and cfg["BLOCK_K"] >= K:
+    if cfg is not None and cfg["BLOCK_K"] >= K and N >= 1024:
         cfg = _rows_shape_override(cfg)
     if cfg is not None and M > 1 and cfg["BLOCK_K"] < K:
         return None   # several tokens only in the single-pass variant (the slab reused from registers)

@@ -156,11 +156,14 @@ def test_k_split_fills_one_wave_of_programs(monkeypatch):
                      (4, 192, 5120): 7, (64, 192, 1024): 2}
 
 
-def test_one_token_wide_output_takes_two_rows_a_program(device):
-    """One token, N >= 1024 <= K (out_proj): two weight rows a program; an odd N leaves the
-    last program one row."""
+@pytest.mark.parametrize("words", ["dp4a", "off"])
+def test_one_token_wide_output_takes_several_rows_a_program(words, device, monkeypatch):
+    """One token, N >= 1024 <= K (out_proj): two weight rows a program (four on int32 words);
+    an odd N leaves the last program short."""
     gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
     assert gemv._rows_route(1, 1025, 1100)["BLOCK_N"] == 2 and gemv._rows_route(2, 1025, 1100)["BLOCK_N"] == 1
+    assert gemv._rows_route(1, 1025, 1100, words=True) == {"BLOCK_N": 4, "BLOCK_K": 2048, "num_warps": 8}
+    monkeypatch.setenv("QUAMBA_GEMV_WORDS", words)
     x_q, w_q, xs, ws = _inputs(1, 1025, 1100, device, False, True)
     ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
     torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,

@@ -527,11 +527,12 @@ def _rows_max_m() -> int:
     return int(value)
 
 
-def _rows_config(M: int, N: int, K: int) -> dict | None:
+def _rows_config(M: int, N: int, K: int, words: bool = False) -> dict | None:
     """The CUDA-core kernel's shape for M tokens, or None where the tensor-core
     kernel is used. QUAMBA_GEMV_ROWS: "narrow" (default: N <= K, the whole row in one
     pass), "all" (wide weights too), "loop" (narrow, two rows a program in 1024-wide
-    slices: the first measured version), "off"."""
+    slices: the first measured version), "off". words: the rows are read as int32 words
+    (``_int8_gemv_words_kernel``)."""
     mode = os.environ.get("QUAMBA_GEMV_ROWS", "narrow")
     if mode not in ("narrow", "all", "loop", "off"):
         raise ValueError(f"QUAMBA_GEMV_ROWS={mode!r}: use narrow, all, loop or off")
@@ -540,6 +541,13 @@ def _rows_config(M: int, N: int, K: int) -> dict | None:
     if mode == "loop":
         return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4) if N >= 1024 else dict(BLOCK_N=1, BLOCK_K=2048, num_warps=8)
     if next_pow2(K) <= 8192:
+        if M == 1 and N >= 1024 and words:
+            # On words a thread's share takes a quarter of the registers: four rows a program
+            # and 8 warps (2.8b: 20 words a thread). Decode A/B on an H100, 64 replays queued,
+            # logits bit-identical (docs/sweeps/words_shape_ab_*_h100.json): 2.8b 1.783 (two
+            # rows, 8 warps) -> 1.728 ms, 1.4b 1.002 (two rows, 4 warps) -> 1.000; one or
+            # eight rows were slower at 2.8b (1.832, 1.744).
+            return dict(BLOCK_N=4, BLOCK_K=next_pow2(K), num_warps=8)
         if M == 1 and N >= 1024:
             # One token, a wide output (out_proj): two rows a program, 64 weight bytes a
             # thread. Decode A/B on an H100 against one row and 4 warps, logits bit-identical
@@ -563,9 +571,9 @@ def _rows_shape_override(cfg: dict) -> dict:
     return dict(cfg, BLOCK_N=int(parts[0]), num_warps=int(parts[1]))
 
 
-def _rows_route(M: int, N: int, K: int) -> dict | None:
+def _rows_route(M: int, N: int, K: int, words: bool = False) -> dict | None:
     """The CUDA-core kernel's shape where it serves these M tokens, else None."""
-    cfg = _rows_config(M, N, K) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
+    cfg = _rows_config(M, N, K, words) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
     if cfg is not None and cfg["BLOCK_K"] >= K and N >= 1024:
         cfg = _rows_shape_override(cfg)
     if cfg is not None and M > 1 and cfg["BLOCK_K"] < K:
@@ -698,17 +706,15 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                  QUANT_OUT=quant_out, OUT_PER_COL=out_per_col)
     args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
                 out_scale if quant_out else dummy)
-    rows_cfg = _rows_route(M, N, K)
+    words = _words_mode()
+    x_words, w_words = (_as_words(x2), _as_words(w_q)) if words != "off" else (None, None)
+    rows_cfg = _rows_route(M, N, K, words=x_words is not None and w_words is not None)
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
         if interpret_mode() and bk < K:
             bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
-        words = _words_mode()
-        x_words = w_words = None
-        if bk >= K and words != "off":
-            x_words, w_words = _as_words(x2), _as_words(w_q)
-        if x_words is not None and w_words is not None:
+        if bk >= K and x_words is not None and w_words is not None:
             head, tail = _head_tail(K // 4)
             _int8_gemv_words_kernel[(triton.cdiv(N, bn),)](
                 x_words, w_words, *args_ptr[2:], N, K // 4, x_words.stride(0), w_words.stride(0),

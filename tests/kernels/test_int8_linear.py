@@ -230,11 +230,14 @@ def test_rows_that_are_not_whole_words_take_the_int8_kernel(device, monkeypatch)
 
 def test_rows_shape_override_for_ab_runs(device, monkeypatch):
     """QUAMBA_GEMV_ROWS_SHAPE sets the single-pass rows kernel's rows a program and warps for
-    wide outputs (N >= 1024; N = 1029 leaves the last program one row); a malformed value is refused."""
+    wide outputs (N >= 1024; N = 1029 leaves the last program one row), _NARROW for the others;
+    a malformed value is refused."""
     gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
     monkeypatch.setenv("QUAMBA_GEMV_ROWS_SHAPE", "4x2")
     assert gemv._rows_route(1, 2560, 5120) == {"BLOCK_N": 4, "BLOCK_K": 8192, "num_warps": 2}
     assert gemv._rows_route(1, 192, 5120)["BLOCK_N"] == 1       # x_proj keeps its shape
+    monkeypatch.setenv("QUAMBA_GEMV_ROWS_SHAPE_NARROW", "2x1")
+    assert gemv._rows_route(1, 192, 5120) == {"BLOCK_N": 2, "BLOCK_K": 8192, "num_warps": 1}
     x_q, w_q, xs, ws = _inputs(1, 1029, 1100, device, False, True)
     ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
     torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,

@@ -559,23 +559,25 @@ def _rows_config(M: int, N: int, K: int, words: bool = False) -> dict | None:
     return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4)
 
 
-def _rows_shape_override(cfg: dict) -> dict:
-    """QUAMBA_GEMV_ROWS_SHAPE="BLOCK_NxWARPS" (for A/B runs, e.g. 2x8) replaces the single-pass
-    shape of wide outputs (N >= 1024: out_proj, not x_proj)."""
-    value = os.environ.get("QUAMBA_GEMV_ROWS_SHAPE")
+def _rows_shape_override(cfg: dict, N: int) -> dict:
+    """For A/B runs: QUAMBA_GEMV_ROWS_SHAPE="BLOCK_NxWARPS" (e.g. 2x8) replaces the single-pass
+    shape of wide outputs (N >= 1024: out_proj), QUAMBA_GEMV_ROWS_SHAPE_NARROW that of the others
+    (x_proj)."""
+    name = "QUAMBA_GEMV_ROWS_SHAPE" if N >= 1024 else "QUAMBA_GEMV_ROWS_SHAPE_NARROW"
+    value = os.environ.get(name)
     if not value:
         return cfg
     parts = value.split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"QUAMBA_GEMV_ROWS_SHAPE={value!r}: use BLOCK_NxWARPS, e.g. 2x8")
+        raise ValueError(f"{name}={value!r}: use BLOCK_NxWARPS, e.g. 2x8")
     return dict(cfg, BLOCK_N=int(parts[0]), num_warps=int(parts[1]))
 
 
 def _rows_route(M: int, N: int, K: int, words: bool = False) -> dict | None:
     """The CUDA-core kernel's shape where it serves these M tokens, else None."""
     cfg = _rows_config(M, N, K, words) if M <= _rows_max_m() and _GEMV_OVERRIDE is None else None
-    if cfg is not None and cfg["BLOCK_K"] >= K and N >= 1024:
-        cfg = _rows_shape_override(cfg)
+    if cfg is not None and cfg["BLOCK_K"] >= K:
+        cfg = _rows_shape_override(cfg, N)
     if cfg is not None and M > 1 and cfg["BLOCK_K"] < K:
         return None   # several tokens only in the single-pass variant (the slab reused from registers)
     return cfg

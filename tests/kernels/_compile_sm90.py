@@ -155,6 +155,7 @@ CASES = [
     ("decode_gemv_rows[2]", decode_gemv_rows, dict(m_rows=2)),
     ("decode_gemv_rows[1,two_rows]", decode_gemv_rows, dict(m_rows=1, block_n=2, num_warps=8)),
     ("decode_gemv_words[1,four_rows]", decode_gemv_words, dict(m_rows=1, block_n=4, head=1024, tail=256, num_warps=8)),
+    ("decode_gemv_words[1,narrow]", decode_gemv_words, dict(m_rows=1, block_n=4, head=1024, tail=256, num_warps=4)),
     ("decode_gemv_words[2]", decode_gemv_words, dict(m_rows=2, block_n=1, head=1024, tail=256, num_warps=4)),
     ("decode_gemv_words[1,shift]", decode_gemv_words, dict(m_rows=1, block_n=1, head=512, tail=128, num_warps=4,
                                                            dp4a=False)),

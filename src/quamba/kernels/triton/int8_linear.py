@@ -541,13 +541,15 @@ def _rows_config(M: int, N: int, K: int, words: bool = False) -> dict | None:
     if mode == "loop":
         return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4) if N >= 1024 else dict(BLOCK_N=1, BLOCK_K=2048, num_warps=8)
     if next_pow2(K) <= 8192:
-        if M == 1 and N >= 1024 and words:
-            # On words a thread's share takes a quarter of the registers: four rows a program
-            # and 8 warps (2.8b: 20 words a thread). Decode A/B on an H100, 64 replays queued,
-            # logits bit-identical (docs/sweeps/words_shape_ab_*_h100.json): 2.8b 1.783 (two
-            # rows, 8 warps) -> 1.728 ms, 1.4b 1.002 (two rows, 4 warps) -> 1.000; one or
-            # eight rows were slower at 2.8b (1.832, 1.744).
-            return dict(BLOCK_N=4, BLOCK_K=next_pow2(K), num_warps=8)
+        if M == 1 and words:
+            # On words a thread's share takes a quarter of the registers: four rows a program,
+            # 8 warps for wide outputs (out_proj; 2.8b: 20 words a thread), 4 for narrow ones
+            # (x_proj, 130m's out_proj). Decode A/B on an H100, 64 replays queued, logits
+            # bit-identical (docs/sweeps/words_{shape,narrow}_ab_*_h100.json). Wide: 2.8b 1.783
+            # (two rows, 8 warps) -> 1.728 ms, 1.4b 1.002 (two rows, 4 warps) -> 1.000; one or
+            # eight rows were slower at 2.8b (1.832, 1.744). Narrow, against one row and 4
+            # warps: 2.8b 1.721 -> 1.692, 1.4b 1.001 -> 0.996, 130m 0.339 -> 0.332.
+            return dict(BLOCK_N=4, BLOCK_K=next_pow2(K), num_warps=8 if N >= 1024 else 4)
         if M == 1 and N >= 1024:
             # One token, a wide output (out_proj): two rows a program, 64 weight bytes a
             # thread. Decode A/B on an H100 against one row and 4 warps, logits bit-identical

@@ -20,10 +20,12 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
   epilogue, so one launch does it all. int32 sums are exact, so the result does
   not depend on arrival order.
 * one or two tokens (QUAMBA_GEMV_ROWS_MAX_M) and N <= K (out_proj, x_proj): a CUDA-core
-  dot product per output row and token, one row per program (two for one token and
-  N >= 1024; its weight rows loaded once, for every token), no tensor cores. Measured in a CUDA
-  graph on cold weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b
-  shapes), it beats the tensor-core kernel where the weight is narrow:
+  dot product per output row and token, one row per program (its weight rows loaded once,
+  for every token), no tensor cores. Rows that are whole, aligned int32 words (every Mamba
+  shape) are read four int8 a word and multiplied by ``dp4a``, four rows a program for one
+  token (``_int8_gemv_words_kernel``: a quarter of the registers, 2.8b's out_proj 7.4 ->
+  6.2 µs; QUAMBA_GEMV_WORDS). The int8 version, measured in a CUDA graph on cold
+  weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b shapes), beats the tensor-core kernel where the weight is narrow:
   out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj the
   tensor-core kernel stays ahead (11.7 vs 12.3 µs). Thousands of tiny programs
   balance the SMs and keep HBM busy without a K split. For a model's weights

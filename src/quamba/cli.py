@@ -318,9 +318,11 @@ def bench(
     methods: str = typer.Option("fp16,w8a8", "--methods", help="fp16 and/or w8a8 (quamba's own paths)."),
     prompt_len: str = typer.Option("1024,2048,4096", "--prompt-len", help="Prefill lengths (batch 1)."),
     batch: str = typer.Option("1,8,64", "--batch", help="Decode batch sizes."),
-    reps: int = typer.Option(20, "--reps", min=3, help="Timed repeats (medians are reported)."),
-    gen: int = typer.Option(64, "--gen", min=2, help="Tokens of each timed decode loop (greedy, no host sync "
-                            "between tokens, as generation runs); the per-token time is the loop's over gen."),
+    reps: int = typer.Option(20, "--reps", min=3, help="Timing repeats: each prefill length and each decode loop "
+                             "is timed max(3, reps/4) times, single decode replays 5*reps times; medians reported."),
+    gen: int = typer.Option(64, "--gen", min=2, help="Tokens of each timed decode loop (greedy, argmax on the GPU, "
+                            "no host sync between tokens, as generation runs): time per token = loop time / gen. "
+                            "mamba-ssm: (t(gen) - t(1)) / (gen - 1), hence at least 2."),
     mamba_ssm: bool = typer.Option(True, "--mamba-ssm/--no-mamba-ssm", help="Also time mamba-ssm's fp16 model when installed."),
     state_dtype: str = StateDtypeOpt,
     out_json: Optional[Path] = typer.Option(None, "--json", help="Write all rows, the device and versions to this file."),

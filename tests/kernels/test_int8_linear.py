@@ -156,21 +156,6 @@ def test_k_split_fills_one_wave_of_programs(monkeypatch):
                      (4, 192, 5120): 7, (64, 192, 1024): 2}
 
 
-@pytest.mark.parametrize("words", ["dp4a", "off"])
-def test_one_token_wide_output_takes_several_rows_a_program(words, device, monkeypatch):
-    """One token, N >= 1024 <= K (out_proj): two weight rows a program (four on int32 words);
-    an odd N leaves the last program short."""
-    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
-    assert gemv._rows_route(1, 1025, 1100)["BLOCK_N"] == 2 and gemv._rows_route(2, 1025, 1100)["BLOCK_N"] == 1
-    assert gemv._rows_route(1, 1025, 1100, words=True) == {"BLOCK_N": 4, "BLOCK_K": 2048, "num_warps": 8}
-    assert gemv._rows_route(1, 192, 5120, words=True) == {"BLOCK_N": 4, "BLOCK_K": 8192, "num_warps": 4}
-    monkeypatch.setenv("QUAMBA_GEMV_WORDS", words)
-    x_q, w_q, xs, ws = _inputs(1, 1025, 1100, device, False, True)
-    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
-    torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,
-                               rtol=1e-5, atol=1e-5)
-
-
 class _CountLaunches:
     """Wraps a Triton kernel and counts its launches (``kernel[grid](...)``)."""
 
@@ -182,16 +167,36 @@ class _CountLaunches:
         return self.kernel[grid]
 
 
+@pytest.mark.parametrize("words", ["dp4a", "off"])
+def test_one_token_wide_output_takes_several_rows_a_program(words, device, monkeypatch):
+    """One token, N >= 1024 <= K (out_proj): two weight rows a program (four on int32 words);
+    an odd N leaves the last program short."""
+    monkeypatch.delenv("QUAMBA_GEMV_ROWS_SHAPE", raising=False)
+    monkeypatch.delenv("QUAMBA_GEMV_ROWS_SHAPE_NARROW", raising=False)
+    gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
+    assert gemv._rows_route(1, 1025, 1100)["BLOCK_N"] == 2 and gemv._rows_route(2, 1025, 1100)["BLOCK_N"] == 1
+    assert gemv._rows_route(1, 1025, 1100, words=True) == {"BLOCK_N": 4, "BLOCK_K": 2048, "num_warps": 8}
+    assert gemv._rows_route(1, 192, 5120, words=True) == {"BLOCK_N": 4, "BLOCK_K": 8192, "num_warps": 4}
+    monkeypatch.setenv("QUAMBA_GEMV_WORDS", words)
+    counter = _CountLaunches(gemv._int8_gemv_words_kernel)
+    monkeypatch.setattr(gemv, "_int8_gemv_words_kernel", counter)
+    x_q, w_q, xs, ws = _inputs(1, 1025, 1100, device, False, True)
+    ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
+    torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,
+                               rtol=1e-5, atol=1e-5)
+    assert counter.launches == (words != "off")
+
+
 @pytest.mark.parametrize("words", ["dp4a", "shift", "off"])
 @pytest.mark.parametrize("M,N,K", shapes(gpu=[(1, 2560, 5120), (2, 2560, 5120), (1, 192, 5120), (1, 768, 1536),
                                               (1, 1030, 4096), (1, 33, 200)],
                                          cpu=[(1, 40, 200), (2, 64, 80), (1, 12, 36)]))
 def test_one_token_rows_on_int32_words_give_the_int8_kernels_bits(words, M, N, K, device, monkeypatch):
     """QUAMBA_GEMV_WORDS: the rows kernel reading W and x as int32 words of four int8
-    (dp4a, or lanes sign-extended by shifts; the interpreter always shifts) gives the int8
-    rows kernel's exact result, plain and requantized, rows with and without a masked tail
-    block (5120 int8 = 1024 + 256 words; 200 = 32 + 18 of 32), the weight read before the
-    wait or after it; "off" runs the int8 kernel."""
+    (dp4a, or lanes sign-extended by shifts; the interpreter always shifts, so dp4a runs
+    only on a GPU) gives the int8 rows kernel's exact bits, plain and requantized, rows with
+    and without a masked tail block (5120 int8 = 1024 + 256 words; 200 = 32 + 18 of 32), the
+    weight read before the wait or after it; "off" runs the int8 kernel."""
     gemv = importlib.import_module("quamba.kernels.triton.int8_linear")
     counter = _CountLaunches(gemv._int8_gemv_words_kernel)
     monkeypatch.setattr(gemv, "_int8_gemv_words_kernel", counter)
@@ -199,12 +204,16 @@ def test_one_token_rows_on_int32_words_give_the_int8_kernels_bits(words, M, N, K
     x_q, w_q, xs, ws = _inputs(M, N, K, device, True, True)
     bias = torch.randn(N, device=device)
     ref = int8_linear_ref(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
-    for static in (True, False):
-        torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32,
-                                               static_weight=static), ref, rtol=1e-5, atol=1e-5)
     s = scale_for(ref)
-    assert_int8_match(int8_linear_quant(x_q, w_q, xs, ws, bias, s, static_weight=True), quantize_ref(ref, s))
+    got = [int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32, static_weight=static) for static in (True, False)]
+    got_q = int8_linear_quant(x_q, w_q, xs, ws, bias, s, static_weight=True)
     assert counter.launches == (0 if words == "off" else 3)
+    monkeypatch.setenv("QUAMBA_GEMV_WORDS", "off")
+    int8_kernel = int8_linear(x_q, w_q, xs, ws, bias, out_dtype=torch.float32)
+    assert all(torch.equal(g, int8_kernel) for g in got)
+    assert torch.equal(got_q, int8_linear_quant(x_q, w_q, xs, ws, bias, s))
+    torch.testing.assert_close(int8_kernel, ref, rtol=1e-5, atol=1e-5)
+    assert_int8_match(got_q, quantize_ref(ref, s))
 
 
 def test_rows_that_are_not_whole_words_take_the_int8_kernel(device, monkeypatch):
@@ -243,9 +252,10 @@ def test_rows_shape_override_for_ab_runs(device, monkeypatch):
     ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32)
     torch.testing.assert_close(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32, static_weight=True), ref,
                                rtol=1e-5, atol=1e-5)
-    monkeypatch.setenv("QUAMBA_GEMV_ROWS_SHAPE", "4")
-    with pytest.raises(ValueError, match="QUAMBA_GEMV_ROWS_SHAPE"):
-        int8_linear(x_q, w_q, xs, ws)
+    for bad in ("4", "3x8"):
+        monkeypatch.setenv("QUAMBA_GEMV_ROWS_SHAPE", bad)
+        with pytest.raises(ValueError, match="QUAMBA_GEMV_ROWS_SHAPE"):
+            int8_linear(x_q, w_q, xs, ws)
 
 
 def test_unknown_prefill_gemm_choice_is_refused(device, monkeypatch):

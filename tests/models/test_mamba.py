@@ -86,7 +86,7 @@ def test_sampling_filters():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the pipelined loop is the CUDA path")
 def test_gpu_generation_gives_the_step_by_step_tokens():
     """On CUDA generate() queues each step before reading the token that feeds it; the
-    tokens (and an eos stop) are those of a loop that reads every token first."""
+    tokens (greedy, an eos stop, seeded sampling) are those of a loop that reads every token first."""
     from quamba.models.cuda_graph import GraphedDecoder
 
     model = load(None, dtype="fp32", device="cuda")     # the embedded tiny model
@@ -99,9 +99,19 @@ def test_gpu_generation_gives_the_step_by_step_tokens():
             next_id = logits.argmax(-1)
             want.append(int(next_id.item()))
             logits = decoder.step(next_id)
-    assert new.tolist() == want
+    assert new.tolist() == want and len(set(want)) > 1     # a repeated token would hide an off-by-one
     eos = want[7]
     assert generate(model, prompt, 24, eos_id=eos).tolist() == want[:want.index(eos) + 1]
+    # Sampling draws from the generator in the same order as the step-by-step loop.
+    sampled = generate(model, prompt, 24, temperature=1.0, seed=3)
+    with torch.inference_mode():
+        decoder, generator = GraphedDecoder(model, 1), torch.Generator(device="cuda").manual_seed(3)
+        logits, want = decoder.prefill(prompt[None]), []
+        for _ in range(24):
+            next_id = sample_next(logits, 1.0, generator=generator)
+            want.append(int(next_id.item()))
+            logits = decoder.step(next_id)
+    assert sampled.tolist() == want
 
 
 def test_generation_stops_at_eos(tiny_model):

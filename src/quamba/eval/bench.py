@@ -183,7 +183,7 @@ def _fresh_peak() -> None:
 
 @torch.inference_mode()
 def bench_model(build: Callable[[], torch.nn.Module], prompt_lens: list[int], batches: list[int],
-                reps: int = 20, gen: int = 64, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+                reps: int = 20, on_row: Callable[[dict], None] | None = None, gen: int = 64) -> list[dict]:
     """Rows of {kind: prefill|decode|memory, ...} for one model built by ``build``."""
     from quamba.models.cuda_graph import GraphedDecoder
 
@@ -367,9 +367,9 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
             return model
         builders = {"fp16": lambda: with_state(random_fp_model(config)),
                     "w8a8": lambda: with_state(random_w8a8_model(config))}
-        runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps, gen)) for m in methods]
+        runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps, gen=gen)) for m in methods]
         if with_mamba_ssm:
-            runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps, gen)))
+            runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps, gen=gen)))
         for method, run in runs:
             status(f"{shape} {method}")
             state = "float16" if method == "mamba-ssm-fp16" else str(state_dtype).removeprefix("torch.")

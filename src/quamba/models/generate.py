@@ -60,9 +60,10 @@ def generate(model, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: 
             return model(ids.view(1, 1), cache)[:, -1]
     # On CUDA the next step is queued before the host reads the token it was fed: the id
     # travels to pinned memory while the GPU already runs that step, so the GPU does not
-    # idle for the host's round trip each token (on an H100, 2.8b W8A8: 1.86 ms a token
-    # with a round trip, 1.78 without). After an eos the one step queued past it is wasted
-    # work; the tokens and the random draws are those of a step-by-step loop.
+    # idle for the host's round trip each token (a proxy measured on an H100, 2.8b W8A8,
+    # benchmarks/decode_queued.py: 1.86 ms a step replayed and waited for one at a time,
+    # 1.78 queued back to back). After an eos the one step queued past it is wasted work;
+    # the tokens and the random draws are those of a step-by-step loop.
     on_gpu = model.device.type == "cuda"
     host_id = torch.empty(1, dtype=torch.long, pin_memory=on_gpu)
     copied = torch.cuda.Event() if on_gpu else None
@@ -71,7 +72,7 @@ def generate(model, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: 
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
         host_id.copy_(next_id.view(1), non_blocking=on_gpu)
         if copied is not None:
-            copied.record()
+            copied.record(torch.cuda.current_stream(model.device))   # the copy's stream, whatever the current device
         more = i + 1 < max_new_tokens
         if more and on_gpu:
             logits = step(next_id)

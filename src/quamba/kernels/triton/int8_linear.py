@@ -498,7 +498,8 @@ def _int8_gemv_words_kernel(
 def _as_words(t: torch.Tensor) -> torch.Tensor | None:
     """A 2-D int8 tensor seen as int32 words (four values each), or None where its rows are
     not whole, 4-byte aligned runs of words."""
-    if t.stride(1) != 1 or t.shape[1] % 4 or t.stride(0) % 4 or t.data_ptr() % 4:
+    if (t.shape[1] == 0 or t.stride(1) != 1 or t.shape[1] % 4 or t.stride(0) % 4 or t.data_ptr() % 4
+            or t.storage_offset() % 4):
         return None
     return t.view(torch.int32)
 
@@ -572,8 +573,8 @@ def _rows_shape_override(cfg: dict, N: int) -> dict:
     if not value:
         return cfg
     parts = value.split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"{name}={value!r}: use BLOCK_NxWARPS, e.g. 2x8")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 and next_pow2(int(p)) == int(p) for p in parts):
+        raise ValueError(f"{name}={value!r}: use BLOCK_NxWARPS, powers of two, e.g. 2x8")
     return dict(cfg, BLOCK_N=int(parts[0]), num_warps=int(parts[1]))
 
 

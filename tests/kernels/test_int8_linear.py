@@ -177,6 +177,7 @@ def test_one_token_wide_output_takes_several_rows_a_program(words, device, monke
     assert gemv._rows_route(1, 1025, 1100)["BLOCK_N"] == 2 and gemv._rows_route(2, 1025, 1100)["BLOCK_N"] == 1
     assert gemv._rows_route(1, 1025, 1100, words=True) == {"BLOCK_N": 4, "BLOCK_K": 2048, "num_warps": 8}
     assert gemv._rows_route(1, 192, 5120, words=True) == {"BLOCK_N": 4, "BLOCK_K": 8192, "num_warps": 4}
+    assert gemv._rows_route(2, 2560, 5120, words=True) == {"BLOCK_N": 4, "BLOCK_K": 8192, "num_warps": 8}
     monkeypatch.setenv("QUAMBA_GEMV_WORDS", words)
     counter = _CountLaunches(gemv._int8_gemv_words_kernel)
     monkeypatch.setattr(gemv, "_int8_gemv_words_kernel", counter)

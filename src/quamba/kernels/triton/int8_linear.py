@@ -22,13 +22,13 @@ Three kernels, chosen by M (the number of tokens) and the weight's shape:
 * one or two tokens (QUAMBA_GEMV_ROWS_MAX_M) and N <= K (out_proj, x_proj): a CUDA-core
   dot product per output row and token, one row per program (its weight rows loaded once,
   for every token), no tensor cores. Rows that are whole, aligned int32 words (every Mamba
-  shape) are read four int8 a word and multiplied by ``dp4a``, four rows a program for one
-  token (``_int8_gemv_words_kernel``: a quarter of the registers, 2.8b's out_proj 7.4 ->
+  shape) are read four int8 a word and multiplied by ``dp4a``, four rows a program
+  (``_int8_gemv_words_kernel``: a quarter of the registers, 2.8b's out_proj 7.4 ->
   6.2 µs; QUAMBA_GEMV_WORDS). The int8 version, measured in a CUDA graph on cold
-  weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b shapes), beats the tensor-core kernel where the weight is narrow:
-  out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs 4.8 µs; for the wide in_proj the
-  tensor-core kernel stays ahead (11.7 vs 12.3 µs). Thousands of tiny programs
-  balance the SMs and keep HBM busy without a K split. For a model's weights
+  weights (benchmarks/gemv_rows_experiment.py, H100, mamba-2.8b shapes), beats the
+  tensor-core kernel where the weight is narrow: out_proj 7.2 vs 8.9 µs, x_proj 2.7 vs
+  4.8 µs; for the wide in_proj the tensor-core kernel stays ahead (11.7 vs 12.3 µs,
+  and on words too: docs/benchmarks.md). Thousands of tiny programs balance the SMs and keep HBM busy without a K split. For a model's weights
   (``static_weight=True``) the whole row is loaded before ``pdl_wait``, so under
   programmatic dependent launch it streams while the kernel before still runs
   (QUAMBA_GEMV_ROWS picks other routings for A/B runs: docs/benchmarks.md).
@@ -544,14 +544,15 @@ def _rows_config(M: int, N: int, K: int, words: bool = False) -> dict | None:
     if mode == "loop":
         return dict(BLOCK_N=2, BLOCK_K=1024, num_warps=4) if N >= 1024 else dict(BLOCK_N=1, BLOCK_K=2048, num_warps=8)
     if next_pow2(K) <= 8192:
-        if M == 1 and words:
+        if words:
             # On words a thread's share takes a quarter of the registers: four rows a program,
             # 8 warps for wide outputs (out_proj; 2.8b: 20 words a thread), 4 for narrow ones
-            # (x_proj, 130m's out_proj). Decode A/B on an H100, 64 replays queued, logits
-            # bit-identical (docs/sweeps/words_{shape,narrow}_ab_*_h100.json). Wide: 2.8b 1.783
-            # (two rows, 8 warps) -> 1.728 ms, 1.4b 1.002 (two rows, 4 warps) -> 1.000; one or
-            # eight rows were slower at 2.8b (1.832, 1.744). Narrow, against one row and 4
-            # warps: 2.8b 1.721 -> 1.692, 1.4b 1.001 -> 0.996, 130m 0.339 -> 0.332.
+            # (x_proj, 130m's out_proj), for one token and for two. Decode A/B on an H100, 64
+            # replays queued, logits bit-identical (docs/sweeps/words_{shape,narrow}_ab_*_h100.json).
+            # Wide: 2.8b 1.783 (two rows, 8 warps) -> 1.728 ms, 1.4b 1.002 (two rows, 4 warps)
+            # -> 1.000; one or eight rows were slower at 2.8b (1.832, 1.744). Narrow, against one
+            # row and 4 warps: 2.8b 1.721 -> 1.692, 1.4b 1.001 -> 0.996, 130m 0.339 -> 0.332.
+            # Two tokens, both against one row and 4 warps: 2.8b 1.982 -> 1.869.
             return dict(BLOCK_N=4, BLOCK_K=next_pow2(K), num_warps=8 if N >= 1024 else 4)
         if M == 1 and N >= 1024:
             # One token, a wide output (out_proj): two rows a program, 64 weight bytes a

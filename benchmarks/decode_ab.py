@@ -12,7 +12,6 @@ that only change scheduling (QUAMBA_PDL) must give bit-identical logits.
 import argparse
 import json
 import os
-import statistics
 
 import torch
 
@@ -37,29 +36,10 @@ for variant in args.variant or [""]:
     os.environ.update(env)
     dec = GraphedDecoder(model, args.batch)
     logits = dec.step(ids).clone()
-    for _ in range(20):
-        dec.step(ids)
-    times = []
-    for _ in range(200):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        dec.step(ids)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    queued = []   # 64 replays queued behind a GPU sleep: no host launch gap between them
-    for _ in range(10):
-        torch.cuda._sleep(50_000_000)
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(64):
-            dec.graph.replay()
-        e.record()
-        e.synchronize()
-        queued.append(s.elapsed_time(e) / 64)
+    one_replay = B.median_ms(lambda: dec.step(ids), 20, 200)
+    queued = B.queued_replay_ms(dec)   # no host launch gap between the replays
     first = logits if first is None else first
-    rows.append({"variant": variant, "ms_per_token": statistics.median(times),
-                 "ms_per_token_queued": statistics.median(queued),
+    rows.append({"variant": variant, "ms_per_token": one_replay, "ms_per_token_queued": queued,
                  "logits_equal_first_variant": bool(torch.equal(first, logits))})
     print(rows[-1], flush=True)
     del dec

@@ -8,7 +8,6 @@ does not sync each token gets).
 
 import argparse
 import json
-import statistics
 
 import torch
 
@@ -26,28 +25,9 @@ rows = []
 for batch in (int(b) for b in args.batch.split(",")):
     decoder = GraphedDecoder(model, batch)
     ids = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
-    for _ in range(20):
-        decoder.step(ids)
-    alone = []
-    for _ in range(100):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        decoder.step(ids)
-        end.record()
-        end.synchronize()
-        alone.append(start.elapsed_time(end))
-    queued = []
-    for _ in range(10):
-        torch.cuda._sleep(50_000_000)      # the host queues the replays while the GPU spins
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(64):
-            decoder.graph.replay()
-        end.record()
-        end.synchronize()
-        queued.append(start.elapsed_time(end) / 64)
-    rows.append(dict(shape=args.shape, batch=batch, one_replay_ms=statistics.median(alone),
-                     queued_ms=statistics.median(queued)))
+    alone = B.median_ms(lambda: decoder.step(ids), 20, 100)
+    queued = B.queued_replay_ms(decoder)
+    rows.append(dict(shape=args.shape, batch=batch, one_replay_ms=alone, queued_ms=queued))
     print(rows[-1], flush=True)
     del decoder
 json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows},

@@ -40,7 +40,7 @@ from quamba.models.config import MambaConfig
 from quamba.models.mamba import MambaLM
 
 __all__ = ["run_bench", "SHAPES", "shape_config", "random_fp_model", "random_w8a8_model", "bench_model", "bench_mamba_ssm",
-           "mamba_ssm_model", "environment"]
+           "mamba_ssm_model", "environment", "median_ms", "queued_replay_ms"]
 
 # (d_model, n_layer) of state-spaces/mamba-*; vocab 50277 padded to 50280.
 SHAPES = {"mamba-130m": (768, 24), "mamba-370m": (1024, 48), "mamba-790m": (1536, 48),
@@ -119,6 +119,23 @@ def median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def queued_replay_ms(decoder, runs: int = 10, replays: int = 64) -> float:
+    """A CUDA-graphed decode step's GPU time alone: ``replays`` replays queued behind a GPU
+    sleep (the host enqueues them all while the GPU spins, so no launch gap falls between
+    them), the median over ``runs`` of the time per replay."""
+    times = []
+    for _ in range(runs):
+        torch.cuda._sleep(50_000_000)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            decoder.graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / replays)
     return statistics.median(times)
 
 

@@ -715,7 +715,9 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
     args_ptr = (x2, w_q, out, xs, wsc, bias if bias is not None else dummy,
                 out_scale if quant_out else dummy)
     words = _words_mode()
-    x_words, w_words = (_as_words(x2), _as_words(w_q)) if words != "off" else (None, None)
+    # Only the rows kernel (a few tokens) reads words: no views for the GEMMs.
+    use_words = words != "off" and M <= _rows_max_m()
+    x_words, w_words = (_as_words(x2), _as_words(w_q)) if use_words else (None, None)
     rows_cfg = _rows_route(M, N, K, words=x_words is not None and w_words is not None)
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]

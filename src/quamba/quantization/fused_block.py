@@ -34,8 +34,6 @@ itself (see ``models/prefill_graphs.py``). ``QUAMBA_PREFILL_GRAPHS=0`` turns tha
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from quamba.kernels.quantize_ref import quantize_ref
@@ -80,17 +78,7 @@ class FusedQBlock(Block):
         conv = mixer.conv1d
         us = mixer.x_proj.input_scale
         # The conv and scan states are updated in place in the cache (no copies).
-        if cache is not None and hidden.shape[1] == 1 and hidden.shape[0] <= 2 and os.environ.get("QUAMBA_Z_EARLY") == "1":
-            # EXPERIMENT: x half + conv, then z on the words kernel while that runs.
-            w, wsc = mixer.in_proj.weight, mixer.in_proj.weight_scale
-            ws_x, ws_z = (wsc, wsc) if wsc.numel() == 1 else (wsc.reshape(-1)[:d], wsc.reshape(-1)[d:])
-            uq, _ = tk.int8_linear_conv_step(hq, w[:d], mixer.in_proj.input_scale, ws_x, conv.input_scale,
-                                             conv.weight, conv.weight_scale, conv.bias, cache.conv_state,
-                                             conv.input_scale, us, early_state=True)
-            zq = tk.int8_linear_quant(hq, w[d:], mixer.in_proj.input_scale, ws_z, None, ssm.z_scale,
-                                      static_weight=True, early_input=True)
-            xzq = xq = None
-        elif cache is not None and hidden.shape[1] == 1:
+        if cache is not None and hidden.shape[1] == 1:
             # A decode step: the conv runs in in_proj's epilogue (up to 8 sequences), u in place of x.
             uq, zq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                               mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,

@@ -55,23 +55,6 @@ def pdl_wait(USE_PDL: tl.constexpr):
         tl.extra.cuda.gdc_launch_dependents()
 
 
-@triton.jit
-def pdl_trigger(USE_PDL: tl.constexpr):
-    """Lets the next kernel on the stream start now (its own ``pdl_wait`` still waits for
-    this one to finish). For a kernel that reads nothing the kernel just before it writes:
-    it calls this first and ``pdl_wait_last`` after its stores."""
-    if USE_PDL:
-        tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
-def pdl_wait_last(USE_PDL: tl.constexpr):
-    """The end of a kernel that started with ``pdl_trigger``: it finishes only after the
-    kernel before it has, so the next kernel's ``pdl_wait`` covers both."""
-    if USE_PDL:
-        tl.extra.cuda.gdc_wait()
-
-
 def pdl_launch_options(device: torch.device) -> dict:
     """Keyword arguments for a launch of a kernel that calls ``pdl_wait``: PDL on
     sm_90+ (not in the interpreter), off with QUAMBA_PDL=0."""

@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_trigger, pdl_wait, pdl_wait_last, quantize_int8, scalar_scale)
+                      pdl_wait, quantize_int8, scalar_scale)
 from .causal_conv1d import CONV_STEP_MAX_WIDTH, conv_step_finish, conv_step_load
 
 __all__ = ["int8_linear", "int8_linear_quant", "int8_linear_conv_step", "DECODE_MAX_M"]
@@ -460,7 +460,7 @@ def _int8_gemv_words_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_HEAD: tl.constexpr, BLOCK_TAIL: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
-    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr, EARLY_INPUT: tl.constexpr = False,
+    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr,
 ):
     """The rows kernel's single pass on int32 words: x and W are read as four int8 values a
     word, kept packed in registers (a quarter of the registers the int8 tile takes, so more
@@ -468,24 +468,19 @@ def _int8_gemv_words_kernel(
 
     A row's KW words are a BLOCK_HEAD block (a power of two, at most KW) and a masked
     BLOCK_TAIL block after it (0 when the head covers the row): 5120 int8 are 1024 + 256
-    words, not 2048 with 768 masked off.
-
-    EARLY_INPUT (the caller promises the kernel launched just before writes neither x nor W):
-    the whole product runs while that kernel does, and the wait comes after the stores."""
+    words, not 2048 with 768 masked off."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     nm = offs_n < N
     offs_h = tl.arange(0, BLOCK_HEAD)
     offs_t = BLOCK_HEAD + tl.arange(0, BLOCK_TAIL if BLOCK_TAIL > 0 else 1)
     tm = offs_t < KW
-    if EARLY_INPUT:
-        pdl_trigger(USE_PDL)
-    elif not EARLY_WEIGHT:
+    if not EARLY_WEIGHT:
         pdl_wait(USE_PDL)
     w_head = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_h[None, :], mask=nm[:, None], other=0)
     if BLOCK_TAIL > 0:
         w_tail = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_t[None, :], mask=nm[:, None] & tm[None, :],
                          other=0)
-    if EARLY_WEIGHT and not EARLY_INPUT:
+    if EARLY_WEIGHT:
         pdl_wait(USE_PDL)
     for m in tl.static_range(M_ROWS):
         x_head = tl.load(x_ptr + m * stride_xm + offs_h)
@@ -498,8 +493,6 @@ def _int8_gemv_words_kernel(
                         OUT_PER_COL)
         tl.store(out_ptr + m * stride_om + offs_n[None, :] * stride_on, out.to(out_ptr.dtype.element_ty),
                  mask=nm[None, :])
-    if EARLY_INPUT:
-        pdl_wait_last(USE_PDL)
 
 
 def _as_words(t: torch.Tensor) -> torch.Tensor | None:
@@ -596,15 +589,6 @@ def _rows_route(M: int, N: int, K: int, words: bool = False) -> dict | None:
     return cfg
 
 
-def _early_input_config(N: int) -> dict:
-    """The words kernel's shape for an ``early_input`` launch (QUAMBA_GEMV_EARLY_SHAPE="BxW" for A/B runs)."""
-    value = os.environ.get("QUAMBA_GEMV_EARLY_SHAPE", "4x8")
-    parts = value.split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 and next_pow2(int(p)) == int(p) for p in parts):
-        raise ValueError(f"QUAMBA_GEMV_EARLY_SHAPE={value!r}: use BLOCK_NxWARPS, powers of two, e.g. 4x8")
-    return dict(BLOCK_N=int(parts[0]), BLOCK_K=1 << 30, num_warps=int(parts[1]))
-
-
 # Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
 _LOCKS: dict[torch.device, torch.Tensor] = {}
 
@@ -668,9 +652,8 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- wrappers
 
 def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False,
-            conv=None, early_input=False):
-    """conv: the GEMV's conv epilogue (``_ConvStep``), only where ``_conv_fusable`` said so.
-    early_input: see ``int8_linear_quant``."""
+            conv=None):
+    """conv: the GEMV's conv epilogue (``_ConvStep``), only where ``_conv_fusable`` said so."""
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
@@ -735,9 +718,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
     # Only the rows kernel (a few tokens) reads words: no views for the GEMMs.
     use_words = words != "off" and M <= _rows_max_m()
     x_words, w_words = (_as_words(x2), _as_words(w_q)) if use_words else (None, None)
-    have_words = x_words is not None and w_words is not None
-    early_input = early_input and have_words
-    rows_cfg = _early_input_config(N) if early_input else _rows_route(M, N, K, words=have_words)
+    rows_cfg = _rows_route(M, N, K, words=x_words is not None and w_words is not None)
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
@@ -749,7 +730,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                 x_words, w_words, *args_ptr[2:], N, K // 4, x_words.stride(0), w_words.stride(0),
                 out.stride(0), out.stride(1), **flags, BLOCK_N=bn, BLOCK_HEAD=head, BLOCK_TAIL=tail,
                 EARLY_WEIGHT=static_weight, M_ROWS=M, DP4A=words == "dp4a" and not interpret_mode(),
-                EARLY_INPUT=early_input, num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
+                num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
         else:
             _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
                 *args_ptr, N, K, x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0),
@@ -761,8 +742,6 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             # The conv needs whole output columns in one program: no K split. At the 370m
             # shape this beats the split the heuristic picks (see CONV_STEP_MAX_M's note).
             cfg = dict(cfg, SPLIT_K=1, K_PER_SPLIT=triton.cdiv(K, cfg["BLOCK_K"]) * cfg["BLOCK_K"])
-            if os.environ.get("QUAMBA_CONV_STEP_BLOCK_N"):   # EXPERIMENT
-                cfg["BLOCK_N"] = int(os.environ["QUAMBA_CONV_STEP_BLOCK_N"])
         split = cfg["SPLIT_K"]
         n_blocks = triton.cdiv(N, cfg["BLOCK_N"])
         ws = (torch.empty(split * cfg["BLOCK_M"] * N, dtype=torch.int32, device=x_q.device)
@@ -836,18 +815,13 @@ def int8_linear_quant(
     bias: torch.Tensor | None,
     out_scale: torch.Tensor,
     static_weight: bool = False,
-    early_input: bool = False,
 ) -> torch.Tensor:
     """As ``int8_linear``, then requantized in the epilogue:
     quantize_ref(out_fp32, out_scale) -> (..., N) int8. out_scale: per-tensor, or
     (N,) per output column (one launch for several projections that share an
-    input but have different output scales, e.g. in_proj's x and z halves).
-    early_input: the caller promises that the kernel launched just before this one
-    writes neither x_q nor w_q. One or two tokens then run on the words kernel whatever
-    the shape, and under programmatic dependent launch the whole product overlaps that
-    kernel (the wait comes after the stores, so the next kernel still waits for both)."""
+    input but have different output scales, e.g. in_proj's x and z halves)."""
     return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant",
-                   static_weight=static_weight, early_input=early_input)
+                   static_weight=static_weight)
 
 
 class _ConvStep(NamedTuple):

@@ -315,7 +315,9 @@ def inspect(
 def bench(
     shapes: str = typer.Option("130m,1.4b,2.8b", "--shape", help="Comma-separated checkpoint shapes (130m, 370m, 790m, "
                                "1.4b, 2.8b), run with random weights: nothing is downloaded."),
-    methods: str = typer.Option("fp16,w8a8", "--methods", help="fp16 and/or w8a8 (quamba's own paths)."),
+    methods: str = typer.Option("fp16,w8a8", "--methods", help="Comma-separated: fp16, w8a8 (the paper's "
+                                 "recipe: fp16 embedding and head) and/or w8a8-int8emb (quantize --int8-embedding: "
+                                 "the embedding and head int8 too)."),
     prompt_len: str = typer.Option("1024,2048,4096", "--prompt-len", help="Prefill lengths (batch 1)."),
     batch: str = typer.Option("1,8,64", "--batch", help="Decode batch sizes."),
     reps: int = typer.Option(20, "--reps", min=3, help="Timing repeats: each prefill length and each decode loop "

@@ -91,3 +91,19 @@ def test_environment_records_the_kernel_switches(monkeypatch):
     env = environment()
     assert env["switches"]["QUAMBA_PREFILL_GEMM"] == "pointer"
     assert "QUAMBA_PDL" not in env["switches"]
+
+
+def test_int8_embedding_bench_model_has_an_int8_head():
+    """The w8a8-int8emb rows' model: embedding and (tied) head int8, logits finite (CPU reference path)."""
+    from quamba.eval.bench import METHODS, random_w8a8_model
+    from quamba.models.config import MambaConfig
+    from quamba.quantization.qembedding import QEmbedding, QLMHead
+
+    assert "w8a8-int8emb" in METHODS
+    config = MambaConfig(d_model=64, n_layer=2, vocab_size=96)
+    model = random_w8a8_model(config, device="cpu", dtype=torch.float32, int8_embedding=True)
+    assert isinstance(model.backbone.embedding, QEmbedding) and isinstance(model.lm_head, QLMHead)
+    assert model.lm_head.source is model.backbone.embedding
+    with torch.no_grad():
+        logits = model(torch.randint(0, 96, (1, 5)))
+    assert logits.shape == (1, 5, 96) and torch.isfinite(logits).all() and logits.abs().max() > 0

@@ -76,17 +76,22 @@ def random_fp_model(config: MambaConfig, device="cuda", dtype=torch.float16, see
 
 
 @torch.no_grad()
-def random_w8a8_model(config: MambaConfig, device="cuda", dtype=torch.float16, method: str = "quamba", seed: int = 0):
-    """A W8A8 model built directly in int8 (no fp copy ever exists, as after loading a checkpoint)."""
+def random_w8a8_model(config: MambaConfig, device="cuda", dtype=torch.float16, method: str = "quamba", seed: int = 0,
+                      int8_embedding: bool = False):
+    """A W8A8 model built directly in int8 (no fp copy ever exists, as after loading a checkpoint).
+    int8_embedding: the embedding and head in int8 too (``quamba quantize --int8-embedding``)."""
     from quamba.quantization.config import get_method
     from quamba.quantization.qmixer import SCAN_SCALES
     from quamba.quantization.quantize import QuantizedMambaLM
 
     torch.manual_seed(seed)
     qconfig = get_method(method)
+    if int8_embedding:
+        qconfig = qconfig.with_overrides(quantize_embedding=True)
     model = QuantizedMambaLM.empty(config, qconfig, dtype, device)
     model.to_empty(device=device)
-    model.backbone.embedding.weight.normal_(0, 0.02)
+    if not int8_embedding:   # an int8 table is drawn with the other int8 buffers below
+        model.backbone.embedding.weight.normal_(0, 0.02)
     model.tie_weights()
     for name, tensor in model.named_buffers():
         if tensor.dtype == torch.int8:
@@ -352,6 +357,11 @@ def plot_latency(rows: list[dict], path) -> None:
     plt.close(fig)
 
 
+# quamba's rows: its fp16 path, the paper's W8A8 (fp16 embedding and head), and W8A8 with the
+# embedding and head in int8 too (``quamba quantize --int8-embedding``).
+METHODS = ("fp16", "w8a8", "w8a8-int8emb")
+
+
 def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], batches: list[int], reps: int = 20,
               with_mamba_ssm: bool = True, command: str = "", status: Callable[[str], None] = print,
               state_dtype: torch.dtype = torch.float32, gen: int = 64) -> dict:
@@ -365,9 +375,9 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
 
     if not torch.cuda.is_available():
         raise QuambaError("quamba bench needs a CUDA GPU (the CPU path is a reference, not a speed target)")
-    unknown = sorted(set(methods) - {"fp16", "w8a8"})
+    unknown = sorted(set(methods) - set(METHODS))
     if unknown:
-        raise QuambaError(f"--methods: unknown {', '.join(unknown)} (fp16, w8a8)")
+        raise QuambaError(f"--methods: unknown {', '.join(unknown)} ({', '.join(METHODS)})")
     if gen < 2:
         raise QuambaError(f"--gen {gen}: time at least 2 tokens a decode loop")
     if with_mamba_ssm:
@@ -383,7 +393,8 @@ def run_bench(shapes: list[str], methods: list[str], prompt_lens: list[int], bat
             model.ssm_state_dtype = state_dtype
             return model
         builders = {"fp16": lambda: with_state(random_fp_model(config)),
-                    "w8a8": lambda: with_state(random_w8a8_model(config))}
+                    "w8a8": lambda: with_state(random_w8a8_model(config)),
+                    "w8a8-int8emb": lambda: with_state(random_w8a8_model(config, int8_embedding=True))}
         runs = [(m, lambda m=m: bench_model(builders[m], prompt_lens, batches, reps, gen=gen)) for m in methods]
         if with_mamba_ssm:
             runs.append(("mamba-ssm-fp16", lambda: bench_mamba_ssm(config, prompt_lens, batches, reps, gen=gen)))

@@ -4,16 +4,19 @@ In real Mamba checkpoints the embedding is a few percent of the weights (mamba-2
 129M of 2.8B), but in small-vocabulary or small models it is not (17% of
 mamba1-ref-31m), and then it decides whether the checkpoint halves. Rows are
 quantized independently so that rare tokens with small embeddings keep their
-precision; the head dequantizes the table to the activation dtype and stays a
-floating-point matmul (logits are where 8-bit activations would hurt most).
+precision; the head keeps float activations (logits are where 8-bit activations would
+hurt most) and multiplies them with the int8 rows directly, the row scale after the sum
+(``int8_weight_linear``: the Triton kernel for fp16/bf16 on CUDA, else its reference
+twin), so the table is never dequantized into a temporary.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from quamba.kernels.dispatch import use_triton
+from quamba.kernels.int8_weight_linear_ref import int8_weight_linear_ref
 from quamba.quantization.qlinear import quantize_weight
 
 __all__ = ["QEmbedding", "QLMHead"]
@@ -31,9 +34,6 @@ class QEmbedding(nn.Module):
         q = cls(*weight.shape, out_dtype=weight.dtype, device=weight.device)
         q.weight, q.weight_scale = quantize_weight(weight, "channel")
         return q
-
-    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        return (self.weight.float() * self.weight_scale.unsqueeze(1)).to(dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return (self.weight[ids].float() * self.weight_scale[ids].unsqueeze(-1)).to(self.out_dtype)
@@ -54,4 +54,9 @@ class QLMHead(nn.Module):
         return self.__dict__.get("_table") or self.table
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.source.dequantized(hidden.dtype))
+        table = self.source
+        if hidden.dtype in (torch.float16, torch.bfloat16) and use_triton(hidden):
+            from quamba.kernels.triton import int8_weight_linear
+
+            return int8_weight_linear(hidden, table.weight, table.weight_scale)
+        return int8_weight_linear_ref(hidden, table.weight, table.weight_scale)

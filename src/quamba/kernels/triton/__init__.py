@@ -6,6 +6,7 @@ kernel (here)                  reference twin
 int8_linear                    int8_linear_ref.int8_linear_ref
 int8_linear_quant              quantize_ref(int8_linear_ref(...), out_scale)
 int8_linear_conv_step          int8_linear_quant, then causal_conv1d_int8_ref on its first columns
+int8_weight_linear             int8_weight_linear_ref.int8_weight_linear_ref
 causal_conv1d_int8             causal_conv1d_int8_ref.causal_conv1d_int8_ref
 causal_conv1d                  causal_conv1d_ref.causal_conv1d_ref
 selective_scan_int8            selective_scan_int8_ref.selective_scan_int8_ref
@@ -39,12 +40,13 @@ if _TRITON_IMPORT_ERROR is None:
     from .causal_conv1d_int8 import causal_conv1d_int8
     from .hadamard_quant import hadamard_quant
     from .int8_linear import int8_linear, int8_linear_conv_step, int8_linear_quant
+    from .int8_weight_linear import int8_weight_linear
     from .rmsnorm_quant import add_rmsnorm, rmsnorm_quant
     from .selective_scan import selective_scan, selective_scan_int8
 
     __all__ += ["int8_linear", "int8_linear_quant", "int8_linear_conv_step", "causal_conv1d_int8",
                 "selective_scan_int8", "selective_scan", "hadamard_quant", "rmsnorm_quant", "causal_conv1d",
-                "add_rmsnorm"]
+                "add_rmsnorm", "int8_weight_linear"]
 
 
 def _interpret() -> bool:

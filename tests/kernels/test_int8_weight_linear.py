@@ -11,7 +11,7 @@ from quamba.kernels.int8_weight_linear_ref import int8_weight_linear_ref  # noqa
 from quamba.kernels.triton import int8_weight_linear  # noqa: E402
 from quamba.quantization.qembedding import QEmbedding, QLMHead  # noqa: E402
 
-from ._helpers import GPU, assert_within_one_rounding, rand_int8, shapes  # noqa: E402
+from ._helpers import GPU, rand_int8, shapes  # noqa: E402
 
 # (M, N, K): a decode step of the 2.8b and 130m heads (vocab 50280: not a multiple of any
 # tile), a batch of 8 and 64 tokens, and prefill-sized M over a narrower table.
@@ -30,8 +30,17 @@ def test_int8_weight_linear_matches_ref(M, N, K, dtype, device):
     w_scale = torch.rand(N, device=device) * 1e-3 + 1e-4
     out = int8_weight_linear(x, w_q, w_scale)
     assert out.shape == (M, N) and out.dtype == dtype
-    # The same exact products summed in another fp32 order: one rounding step of the output.
-    assert_within_one_rounding(out, int8_weight_linear_ref(x, w_q, w_scale))
+    _assert_close_to_ref(out, int8_weight_linear_ref(x, w_q, w_scale))
+
+
+def _assert_close_to_ref(out, ref):
+    """The same exact products summed in another fp32 order: one rounding step of the output,
+    or, where the sum cancels to near zero, the fp32 error of sums as large as the largest
+    outputs (measured up to 2e-6 of the largest |output| on the H100)."""
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    ref = ref.float().cpu()
+    torch.testing.assert_close(out.float().cpu(), ref, rtol=torch.finfo(out.dtype).eps,
+                               atol=1e-5 * float(ref.abs().max()))
 
 
 def test_int8_weight_linear_3d_input_and_bad_inputs(device):
@@ -39,7 +48,7 @@ def test_int8_weight_linear_3d_input_and_bad_inputs(device):
     w_q, w_scale = rand_int8(24, 40, device=device), torch.rand(24, device=device)
     out = int8_weight_linear(x, w_q, w_scale)
     assert out.shape == (2, 3, 24)
-    assert_within_one_rounding(out, int8_weight_linear_ref(x, w_q, w_scale))
+    _assert_close_to_ref(out, int8_weight_linear_ref(x, w_q, w_scale))
     with pytest.raises(ValueError, match="x must be float16, bfloat16"):
         int8_weight_linear(x.float(), w_q, w_scale)
     with pytest.raises(ValueError, match="K=40"):
@@ -59,7 +68,7 @@ def test_int8_head_runs_the_kernel_on_cuda_and_captures_in_a_graph():
     h = torch.randn(2, 1, 768, device="cuda").half()
     eager = head(h)
     assert torch.equal(eager, int8_weight_linear(h, table.weight, table.weight_scale))
-    assert_within_one_rounding(eager, int8_weight_linear_ref(h, table.weight, table.weight_scale))
+    _assert_close_to_ref(eager, int8_weight_linear_ref(h, table.weight, table.weight_scale))
     static_in = h.clone()
     graph = torch.cuda.CUDAGraph()
     torch.cuda.synchronize()

@@ -56,12 +56,18 @@ def _int8_weight_linear_kernel(
 
 
 def _config(M: int) -> dict:
-    """Decode (up to 64 tokens): the whole token block in one program and a long K step,
-    as the int8 decode GEMV; more tokens: square tiles."""
+    """Decode (up to 64 tokens): every token in one program; more tokens: square tiles.
+    From a graph-timed sweep of the 2.8b head (50280 x 2560) on an H100
+    (docs/sweeps/int8_head_tiles_h100.json, cold weights): one token, 32 x 256 tiles 48.9 µs
+    (2.6 TB/s; 64 x 256 with 4 stages, the first choice, 54.6); 64 tokens, 128 x 128 with 8
+    warps 72.9 µs (64 x 256: 110); 2048 tokens, 128 x 128 x 64 1177 µs, the best of nine
+    (cuBLAS fp16 on the fp16 table: 730)."""
     if interpret_mode():
         return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=1)
+    if M <= 16:
+        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=256, num_warps=4, num_stages=3)
     if M <= 64:
-        return dict(BLOCK_M=max(16, next_pow2(M)), BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)
+        return dict(BLOCK_M=next_pow2(M), BLOCK_N=128, BLOCK_K=128, num_warps=8, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
 
 

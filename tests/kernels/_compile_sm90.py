@@ -85,6 +85,13 @@ def decode_gemv_words(m_rows, block_n, head, tail, num_warps, dp4a=True):
                     {"x_ptr": "*i32", "w_ptr": "*i32", "out_ptr": "*fp16"}, num_warps=num_warps)
 
 
+def weight_only_linear(block_m, block_n, block_k, num_warps, x_type="*fp16"):
+    """The int8 LM head (int8_weight_linear): fp16 or bf16 activations, int8 rows."""
+    _compile(_jit("int8_weight_linear", "_int8_weight_linear_kernel"),
+             dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=False),
+             {"x_ptr": x_type, "w_ptr": I8, "out_ptr": x_type}, num_warps=num_warps)
+
+
 def conv(block_l, block_d):
     _compile(_jit("causal_conv1d", "_causal_conv1d_kernel"),
              dict(WIDTH=4, HAS_BIAS=True, HAS_STATE=True, SILU=True, IS_INT8=True, W_PER_CHANNEL=False,
@@ -159,6 +166,10 @@ CASES = [
     ("decode_gemv_words[2]", decode_gemv_words, dict(m_rows=2, block_n=1, head=1024, tail=256, num_warps=4)),
     ("decode_gemv_words[1,shift]", decode_gemv_words, dict(m_rows=1, block_n=1, head=512, tail=128, num_warps=4,
                                                            dp4a=False)),
+    ("int8_head[decode]", weight_only_linear, dict(block_m=16, block_n=32, block_k=256, num_warps=4)),
+    ("int8_head[b64,bf16]", weight_only_linear, dict(block_m=64, block_n=128, block_k=128, num_warps=8,
+                                                     x_type="*bf16")),
+    ("int8_head[prefill]", weight_only_linear, dict(block_m=128, block_n=128, block_k=64, num_warps=8)),
     ("conv[decode]", conv, dict(block_l=1, block_d=128)),
     ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),

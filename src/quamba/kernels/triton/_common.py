@@ -43,7 +43,7 @@ def quantize_int8(v, scale):
 
 
 @triton.jit
-def pdl_wait(USE_PDL: tl.constexpr):
+def pdl_wait(USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False):
     """Programmatic dependent launch (Hopper): with USE_PDL, the kernel may have
     been started while the previous kernel on the stream was still finishing, so
     everything before this call must touch only data no earlier kernel writes
@@ -51,8 +51,11 @@ def pdl_wait(USE_PDL: tl.constexpr):
     and its writes are visible; then the next kernel is allowed to start early in
     its turn. Together this hides each launch's ramp-up behind its predecessor's tail."""
     if USE_PDL:
+        if TRIGGER_FIRST:   # EXPERIMENT
+            tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+        if not TRIGGER_FIRST:
+            tl.extra.cuda.gdc_launch_dependents()
 
 
 def pdl_launch_options(device: torch.device) -> dict:

@@ -313,6 +313,7 @@ def _int8_gemv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     USE_PDL: tl.constexpr, CONV_WIDTH: tl.constexpr = 0, CONV_W_PER_CH: tl.constexpr = False,
     CONV_HAS_BIAS: tl.constexpr = False, CONV_EARLY: tl.constexpr = False, CONV_ROWS: tl.constexpr = 1,
+    EARLY_BLOCKS: tl.constexpr = 0,
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
 
@@ -336,11 +337,28 @@ def _int8_gemv_kernel(
     if CONV_WIDTH > 0 and CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
+    # EXPERIMENT: the first EARLY_BLOCKS weight blocks before the wait.
+    k_len = k_stop - k_start
+    if EARLY_BLOCKS >= 1:
+        w0 = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_len), other=0)
+    if EARLY_BLOCKS >= 2:
+        w1 = tl.load(w_ptrs + BLOCK_K * stride_wk, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_len - BLOCK_K),
+                     other=0)
     pdl_wait(USE_PDL)
     if CONV_WIDTH > 0 and not CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
-    for kk in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
+    if EARLY_BLOCKS >= 1:
+        x0 = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_len), other=0)
+        acc = tl.dot(w0, tl.trans(x0), acc, out_dtype=tl.int32)
+        w_ptrs += BLOCK_K * stride_wk
+        x_ptrs += BLOCK_K * stride_xk
+    if EARLY_BLOCKS >= 2:
+        x1 = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_len - BLOCK_K), other=0)
+        acc = tl.dot(w1, tl.trans(x1), acc, out_dtype=tl.int32)
+        w_ptrs += BLOCK_K * stride_wk
+        x_ptrs += BLOCK_K * stride_xk
+    for kk in range(EARLY_BLOCKS, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
         x = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
@@ -762,6 +780,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
+            EARLY_BLOCKS=int(os.environ.get("QUAMBA_GEMV_EARLY_BLOCKS", "0")) if static_weight and conv is not None else 0,
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),

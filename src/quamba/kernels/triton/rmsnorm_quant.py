@@ -8,6 +8,8 @@ residual), one fp32 write of the new residual, one write of the normed row.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -26,7 +28,7 @@ def _add_rmsnorm_kernel(
     M, D, eps,
     stride_hm, stride_rm, stride_xm, stride_om,
     HAS_RESIDUAL: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
-    EARLY_RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr,
+    EARLY_RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr, EARLY_TRIGGER: tl.constexpr = False,
 ):
     # One pass over whole rows (BLOCK_D >= D), every load before any store, and nothing
     # written before pdl_wait: what lets residual_out be the residual itself (the prefill
@@ -43,7 +45,7 @@ def _add_rmsnorm_kernel(
     r_p = r_ptr + offs_m[:, None] * stride_rm + offs_d[None, :]
     if HAS_RESIDUAL and EARLY_RESIDUAL:
         res = tl.load(r_p, mask=mask, other=0.0).to(tl.float32)
-    pdl_wait(USE_PDL)
+    pdl_wait(USE_PDL, EARLY_TRIGGER)
     r = tl.load(h_ptr + offs_m[:, None] * stride_hm + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
         if not EARLY_RESIDUAL:
@@ -157,5 +159,6 @@ def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=No
         h2.stride(0), rr.stride(0), x.stride(0), r_out.stride(0),
         HAS_RESIDUAL=residual is not None, QUANT=scale is not None, BLOCK_D=block_d, ROWS=rows,
         EARLY_RESIDUAL=early_residual, num_warps=num_warps, **pdl_launch_options(hidden.device),
+        EARLY_TRIGGER=os.environ.get("QUAMBA_NORM_TRIGGER") == "early" and early_residual,   # EXPERIMENT
     )
     return x.reshape(*lead, d), r_out.reshape(*lead, d)

@@ -61,11 +61,11 @@ def prefill_gemm(tma):
     _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
 
 
-def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True):
+def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True, early_blocks=0):
     """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step);
     conv_variant: per-channel scale, bias and early loads (a Mamba block), else none of them."""
     conv = dict(CONV_WIDTH=conv_width, CONV_W_PER_CH=conv_variant, CONV_HAS_BIAS=conv_variant,
-                CONV_EARLY=conv_variant, CONV_ROWS=conv_rows)
+                CONV_EARLY=conv_variant, CONV_ROWS=conv_rows, EARLY_BLOCKS=early_blocks)
     _compile(_jit("int8_linear", "_int8_gemv_kernel"),
              dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True, **conv),
              dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8), num_stages=4 if block_m <= 32 else 3)
@@ -119,9 +119,10 @@ def decode_scan(dtw_early, block_d=16, num_warps=1):
                   USE_PDL=True, DTW_EARLY=dtw_early), _SCAN_PTRS, num_warps=num_warps)
 
 
-def rmsnorm(rows, warps):
+def rmsnorm(rows, warps, early_trigger=False):
     _compile(_jit("rmsnorm_quant", "_add_rmsnorm_kernel"),
-             dict(HAS_RESIDUAL=True, QUANT=True, BLOCK_D=4096, ROWS=rows, EARLY_RESIDUAL=True, USE_PDL=True),
+             dict(HAS_RESIDUAL=True, QUANT=True, BLOCK_D=4096, ROWS=rows, EARLY_RESIDUAL=True, USE_PDL=True,
+                  EARLY_TRIGGER=early_trigger),
              {"h_ptr": "*fp16", "x_ptr": I8}, floats=("eps",), num_warps=warps)
 
 
@@ -154,6 +155,8 @@ CASES = [
     ("decode_gemv[m16,split4]", decode_gemv, dict(block_m=16, split=4)),
     ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
     ("decode_gemv[m16,conv4,rows1]", decode_gemv, dict(block_m=16, split=1, conv_width=4)),
+    ("decode_gemv[m16,conv4,rows1,early_weight]", decode_gemv, dict(block_m=16, split=1, conv_width=4,
+                                                                    early_blocks=1)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
     ("decode_gemv[m16,conv4,rows8]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=8)),
     ("decode_gemv[m16,conv3,rows2,plain]", decode_gemv, dict(block_m=16, split=1, conv_width=3, conv_rows=2,
@@ -178,6 +181,7 @@ CASES = [
     ("decode_scan[b4]", decode_scan, dict(dtw_early=True, block_d=32, num_warps=2)),
     ("decode_scan[loop]", decode_scan, dict(dtw_early=False)),
     ("rmsnorm[decode]", rmsnorm, dict(rows=1, warps=16)),
+    ("rmsnorm[decode,early_trigger]", rmsnorm, dict(rows=1, warps=16, early_trigger=True)),
     ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),
     ("hadamard_decode", hadamard_decode, {}),
     ("hadamard_decode[mma]", hadamard_decode_mma, {}),

@@ -56,9 +56,10 @@ def _u_scale(xz_q, conv_x_scale, conv_w, conv_ws, conv_b, state):
 # Width 5 is beyond CONV_STEP_MAX_WIDTH: the two-kernel fallback, which must agree as well.
 @pytest.mark.parametrize("width,per_channel,with_bias", [(4, True, True), (4, False, False), (2, False, True),
                                                         (3, True, False), (5, True, True)])
-@pytest.mark.parametrize("early_state", [False, True])
+# early_state / early_weight move loads before the PDL wait: the same bits.
+@pytest.mark.parametrize("early_state,early_weight", [(False, False), (True, False), (True, True)])
 def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_channel, with_bias, early_state,
-                                                     device):
+                                                     early_weight, device):
     x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(batch, K, D, width, device, per_channel,
                                                                        with_bias)
     # The two kernels it replaces, on a copy of the state.
@@ -70,7 +71,7 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
 
     one_state = state.clone()
     u, z = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, one_state, cxs, us,
-                                 early_state=early_state)
+                                 early_state=early_state, early_weight=early_weight)
     assert u.shape == (batch, 1, D) and z.shape == (batch, 1, D)
     assert u.dtype == z.dtype == torch.int8
     assert torch.equal(z, xz_q[..., D:])

@@ -37,19 +37,22 @@ def test_rmsnorm_quant_matches_ref(b, l, d, with_residual, dtype, device):
 
 def test_rmsnorm_quant_early_residual_gives_the_same(device):
     """early_residual only moves the residual's load before the programmatic-dependent-launch
-    wait: the same int8 rows and the same new residual, in place as the fused block runs it."""
+    wait, early_trigger only when the next kernel may start: the same int8 rows and the same
+    new residual, in place as the fused block runs it."""
     d = 48 if device.type == "cpu" else 2560
     hidden = torch.randn(3, 1, d, device=device, dtype=torch.float16) * 3
     weight = torch.rand(d, device=device, dtype=torch.float16) + 0.5
     scale = torch.tensor(0.05, device=device)
     residual = torch.randn(3, 1, d, device=device) * 10
     outs = []
-    for early in (False, True):
+    for early, trigger in ((False, False), (True, False), (True, True)):
         r = residual.clone()
-        x_q, r_out = rmsnorm_quant(hidden, r, weight, 1e-5, scale, residual_out=r, early_residual=early)
+        x_q, r_out = rmsnorm_quant(hidden, r, weight, 1e-5, scale, residual_out=r, early_residual=early,
+                                   early_trigger=trigger)
         assert r_out.data_ptr() == r.data_ptr()
         outs.append((x_q, r))
-    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    for x_q, r in outs[1:]:
+        assert torch.equal(outs[0][0], x_q) and torch.equal(outs[0][1], r)
 
 
 def test_rmsnorm_quant_rejects_bad_inputs(device):

@@ -24,7 +24,10 @@ in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it
 The norm, in_proj's conv epilogue and the scan are also told (``early_residual``,
 ``early_state``) that the kernel just before them (the previous layer's out_proj, the
 norm, x_proj) writes neither the residual nor the conv or SSM state, so they load those
-before waiting too.
+before waiting too. At one sequence the norm lets in_proj start as soon as the norm
+itself does (``early_trigger``), and in_proj loads its first weight block before its
+wait (``early_weight``): it then streams beside the previous layer's out_proj.
+``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch).
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the
@@ -33,6 +36,8 @@ itself (see ``models/prefill_graphs.py``). ``QUAMBA_PREFILL_GRAPHS=0`` turns tha
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -71,18 +76,24 @@ class FusedQBlock(Block):
         cfg, ssm = mixer.config, mixer.ssm
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
+        decode = cache is not None and hidden.shape[1] == 1
+        # One sequence's decode step: in_proj starts beside the previous layer's out_proj and
+        # loads its first weight block there (see int8_linear_conv_step's early_weight).
+        early_in_proj = decode and hidden.shape[0] == 1 and os.environ.get("QUAMBA_IN_PROJ_EARLY", "1") != "0"
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
-                                        residual_out=None if out is None else out[1], early_residual=True)
+                                        residual_out=None if out is None else out[1], early_residual=True,
+                                        early_trigger=early_in_proj)
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         conv = mixer.conv1d
         us = mixer.x_proj.input_scale
         # The conv and scan states are updated in place in the cache (no copies).
-        if cache is not None and hidden.shape[1] == 1:
+        if decode:
             # A decode step: the conv runs in in_proj's epilogue (up to 8 sequences), u in place of x.
             uq, zq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                               mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
-                                              conv.bias, cache.conv_state, conv.input_scale, us, early_state=True)
+                                              conv.bias, cache.conv_state, conv.input_scale, us, early_state=True,
+                                              early_weight=early_in_proj)
             xzq = xq = None
         else:
             xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,

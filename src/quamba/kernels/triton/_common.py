@@ -49,9 +49,14 @@ def pdl_wait(USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False):
     everything before this call must touch only data no earlier kernel writes
     (offsets, weights). ``gdc_wait`` blocks until the previous kernel has finished
     and its writes are visible; then the next kernel is allowed to start early in
-    its turn. Together this hides each launch's ramp-up behind its predecessor's tail."""
+    its turn. Together this hides each launch's ramp-up behind its predecessor's tail.
+
+    TRIGGER_FIRST lets the next kernel start before the wait instead of after it. That
+    kernel may then run beside the one before this one too, so whatever it reads before
+    its own wait must be written by neither (the caller's promise). Its wait still
+    covers both: this kernel finishes only after the one before it has."""
     if USE_PDL:
-        if TRIGGER_FIRST:   # EXPERIMENT
+        if TRIGGER_FIRST:
             tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
         if not TRIGGER_FIRST:

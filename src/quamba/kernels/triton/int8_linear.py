@@ -323,7 +323,9 @@ def _int8_gemv_kernel(
     conv state updated in place, u written in their place). CONV_EARLY: the state and
     conv weights are loaded before ``pdl_wait``. The conv runs on the tile's first
     CONV_ROWS rows only (>= M; the MMA pads the tokens to 16, and at one token the
-    other 15 rows would cost the epilogue 16 times the conv's work)."""
+    other 15 rows would cost the epilogue 16 times the conv's work).
+    EARLY_BLOCKS (0 or 1): the first K block of W is loaded before ``pdl_wait`` (a static
+    weight; see ``int8_linear_conv_step``'s early_weight)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -337,25 +339,15 @@ def _int8_gemv_kernel(
     if CONV_WIDTH > 0 and CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
-    # EXPERIMENT: the first EARLY_BLOCKS weight blocks before the wait.
-    k_len = k_stop - k_start
-    if EARLY_BLOCKS >= 1:
-        w0 = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_len), other=0)
-    if EARLY_BLOCKS >= 2:
-        w1 = tl.load(w_ptrs + BLOCK_K * stride_wk, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_len - BLOCK_K),
-                     other=0)
+    if EARLY_BLOCKS > 0:   # the first K block of a static weight, before the wait
+        w_first = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_stop - k_start), other=0)
     pdl_wait(USE_PDL)
     if CONV_WIDTH > 0 and not CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
-    if EARLY_BLOCKS >= 1:
-        x0 = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_len), other=0)
-        acc = tl.dot(w0, tl.trans(x0), acc, out_dtype=tl.int32)
-        w_ptrs += BLOCK_K * stride_wk
-        x_ptrs += BLOCK_K * stride_xk
-    if EARLY_BLOCKS >= 2:
-        x1 = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_len - BLOCK_K), other=0)
-        acc = tl.dot(w1, tl.trans(x1), acc, out_dtype=tl.int32)
+    if EARLY_BLOCKS > 0:
+        x_first = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_stop - k_start), other=0)
+        acc = tl.dot(w_first, tl.trans(x_first), acc, out_dtype=tl.int32)
         w_ptrs += BLOCK_K * stride_wk
         x_ptrs += BLOCK_K * stride_xk
     for kk in range(EARLY_BLOCKS, tl.cdiv(k_stop - k_start, BLOCK_K)):
@@ -780,7 +772,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
-            EARLY_BLOCKS=int(os.environ.get("QUAMBA_GEMV_EARLY_BLOCKS", "0")) if static_weight and conv is not None else 0,
+            EARLY_BLOCKS=int(conv is not None and conv.early_weight),
             **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
@@ -852,6 +844,7 @@ class _ConvStep(NamedTuple):
     x_scale: torch.Tensor       # fp32 0-dim: the scale the conv's int8 input was quantized with
     out_scale: torch.Tensor     # fp32 0-dim: u's scale
     early_state: bool
+    early_weight: bool
 
 
 # Up to how many sequences the conv runs in the GEMV's epilogue: where it pays. 2.8b W8A8
@@ -883,6 +876,7 @@ def int8_linear_conv_step(
     conv_x_scale: torch.Tensor,
     u_scale: torch.Tensor,
     early_state: bool = False,
+    early_weight: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A decode step of in_proj and the causal conv after it, in one launch where it can.
 
@@ -902,7 +896,12 @@ def int8_linear_conv_step(
     same bits. w_q is taken to be a static weight (``static_weight=True``).
     early_state: the caller promises that the kernel launched just before this one does
     not write conv_state_q (true in a Mamba block, where the norm comes before), so the
-    state (and the conv's weights) are read before ``pdl_wait``."""
+    state (and the conv's weights) are read before ``pdl_wait``.
+    early_weight: the first K block of w_q is read before ``pdl_wait`` too. It pays where
+    the kernel before lets this one start early (``rmsnorm_quant(..., early_trigger=True)``):
+    2.8b W8A8 decode on an H100 at one sequence, both 1.699 -> 1.682 ms a token; the early
+    block alone 1.719, the early trigger alone 1.698; at 8 sequences both 2.399 -> 2.461
+    (A/B in one process, logits bit-identical: docs/sweeps/trigger_ab_*_h100.json)."""
     op = "int8_linear_conv_step"
     check_device(op, x_q, w_q, conv_w_q, conv_w_scale, conv_bias, conv_state_q, conv_x_scale, u_scale)
     if x_q.dim() != 3 or x_q.shape[1] != 1:
@@ -929,6 +928,6 @@ def int8_linear_conv_step(
     ws = conv_w_scale.reshape(()) if conv_w_scale.numel() == 1 else conv_w_scale.reshape(dim)
     conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
                      conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
-                     scalar_scale(op, "u_scale", u_scale), early_state)
+                     scalar_scale(op, "u_scale", u_scale), early_state, early_weight)
     out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)
     return out[..., :dim], out[..., dim:]

@@ -8,8 +8,6 @@ residual), one fp32 write of the new residual, one write of the normed row.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -68,6 +66,7 @@ def rmsnorm_quant(
     scale: torch.Tensor,
     residual_out: torch.Tensor | None = None,
     early_residual: bool = False,
+    early_trigger: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden: (..., d) float; residual: (..., d) float or None; weight: (d,);
     eps: float; scale: per-tensor fp32.
@@ -78,12 +77,17 @@ def rmsnorm_quant(
     early_residual: the caller promises that the kernel launched just before this one does
     not write ``residual`` (under programmatic dependent launch this kernel may start while
     that one still runs), so the residual is loaded before waiting for it. A layer stack
-    keeps it: the previous layer's out_proj runs just before, its norm wrote the residual."""
+    keeps it: the previous layer's out_proj runs just before, its norm wrote the residual.
+    early_trigger: the caller promises that the kernel launched after this one reads, before
+    its own PDL wait, nothing that the kernel launched before this one writes. The next
+    kernel may then start as soon as this one does (``pdl_wait``'s TRIGGER_FIRST), beside
+    both. A decode step's in_proj keeps it (before its wait it reads its weights and the
+    conv state, which out_proj does not write) and loads them while out_proj still runs."""
     op = "rmsnorm_quant"
     check_device(op, hidden, residual, weight, scale, residual_out)
     _check(op, hidden, residual, weight)
     return _launch(op, hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale), residual_out,
-                   early_residual=early_residual)
+                   early_residual=early_residual, early_trigger=early_trigger)
 
 
 def add_rmsnorm(
@@ -117,7 +121,7 @@ def _check(op, hidden, residual, weight) -> None:
 
 
 def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=None, rows=None, num_warps=None,
-            early_residual=False):
+            early_residual=False, early_trigger=False):
     """scale: the per-tensor int8 scale (QUANT), or None for a float output.
     rows, num_warps: override the heuristic (benchmarks/small_kernels_sweep.py)."""
     d = hidden.shape[-1]
@@ -158,7 +162,7 @@ def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=No
         M, d, float(eps),
         h2.stride(0), rr.stride(0), x.stride(0), r_out.stride(0),
         HAS_RESIDUAL=residual is not None, QUANT=scale is not None, BLOCK_D=block_d, ROWS=rows,
-        EARLY_RESIDUAL=early_residual, num_warps=num_warps, **pdl_launch_options(hidden.device),
-        EARLY_TRIGGER=os.environ.get("QUAMBA_NORM_TRIGGER") == "early" and early_residual,   # EXPERIMENT
+        EARLY_RESIDUAL=early_residual, EARLY_TRIGGER=early_trigger, num_warps=num_warps,
+        **pdl_launch_options(hidden.device),
     )
     return x.reshape(*lead, d), r_out.reshape(*lead, d)

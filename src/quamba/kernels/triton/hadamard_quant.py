@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait, trigger_first,
                       quantize_int8, scalar_scale)
 
 __all__ = ["hadamard_quant"]
@@ -53,7 +53,7 @@ def _hadamard_quant_kernel(
     M, norm,
     stride_ym, stride_om,
     M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr,
-    ROWS: tl.constexpr, MIX: tl.constexpr, USE_PDL: tl.constexpr,
+    ROWS: tl.constexpr, MIX: tl.constexpr, USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False,
 ):
     """MIX 0: the m chunks are loaded and transformed one at a time and mixed by
     rank-1 updates (any K). MIX 1 / 2: the whole (ROWS, M_PAD, K) tile is
@@ -64,7 +64,7 @@ def _hadamard_quant_kernel(
     offs_r = pid * ROWS + tl.arange(0, ROWS)
     offs_c = tl.arange(0, K)
     rm = offs_r < M
-    pdl_wait(USE_PDL)
+    pdl_wait(USE_PDL, TRIGGER_FIRST)
     scale = tl.load(scale_ptr)
     if M_FACTOR == 1:
         y = tl.load(y_ptr + offs_r[:, None] * stride_ym + offs_c[None, :], mask=rm[:, None],
@@ -165,7 +165,7 @@ def _hadamard_quant_mma_kernel(
     M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr,
     ROWS: tl.constexpr, COLS: tl.constexpr, ROW_BLOCKS: tl.constexpr,
     MIX: tl.constexpr, MIX_2D: tl.constexpr, DOT_F32: tl.constexpr, KC: tl.constexpr,
-    EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr,
+    EMULATE_BF16: tl.constexpr, USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False,
 ):
     """Many rows (prefill). A row is Y (M_FACTOR, K) row-major and the result is
     vec(Aᵀ Y B) / √n with B = H_K (Sylvester) and A the ±1 (M_FACTOR, M_FACTOR)
@@ -214,7 +214,7 @@ def _hadamard_quant_mma_kernel(
                         mask=im[:, None] & im[None, :], other=0.0)
         if MIX == 2:
             w = w.to(tl.bfloat16)          # ±1 and 0: exact
-    pdl_wait(USE_PDL)
+    pdl_wait(USE_PDL, TRIGGER_FIRST)
     scale = tl.load(scale_ptr)
     for rb in range(ROW_BLOCKS):
         row0 = (pid_r * ROW_BLOCKS + rb) * ROWS
@@ -332,7 +332,7 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
         M, 1.0 / math.sqrt(n),
         y2.stride(0), out.stride(0),
         M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, MIX=mix,
-        num_warps=num_warps, **pdl_launch_options(y2.device),
+        num_warps=num_warps, TRIGGER_FIRST=trigger_first("hadamard") and M <= 8, **pdl_launch_options(y2.device),
     )
     return out
 
@@ -437,6 +437,7 @@ def _launch_mma(y2, s, out, **overrides):
         M_FACTOR=m, M_PAD=m_pad, K=k, ROWS=rows, COLS=cols, ROW_BLOCKS=cfg["ROW_BLOCKS"],
         MIX=cfg["MIX"], MIX_2D=cfg["MIX_2D"], DOT_F32=y2.dtype == torch.float32, KC=min(cfg["F32_KC"], k),
         EMULATE_BF16=interpret_mode(),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl_launch_options(y2.device),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], TRIGGER_FIRST=trigger_first("hadamard") and M <= 8,
+        **pdl_launch_options(y2.device),
     )
     return out

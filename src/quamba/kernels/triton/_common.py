@@ -64,8 +64,8 @@ def pdl_wait(USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False):
 
 
 def trigger_first(name: str) -> bool:
-    """EXPERIMENT: QUAMBA_TRIGGER_FIRST=x_proj,scan,hadamard."""
-    return name in os.environ.get("QUAMBA_TRIGGER_FIRST", "").split(",")
+    """EXPERIMENT: QUAMBA_TRIGGER_FIRST=x_proj+scan+hadamard."""
+    return name in os.environ.get("QUAMBA_TRIGGER_FIRST", "").split("+")
 
 
 def pdl_launch_options(device: torch.device) -> dict:

@@ -126,9 +126,9 @@ def rmsnorm(rows, warps, early_trigger=False):
              {"h_ptr": "*fp16", "x_ptr": I8}, floats=("eps",), num_warps=warps)
 
 
-def hadamard_decode():
+def hadamard_decode(trigger_first=False):
     _compile(_jit("hadamard_quant", "_hadamard_quant_kernel"),
-             dict(M_FACTOR=20, M_PAD=32, K=256, LOG_K=8, ROWS=1, MIX=2, USE_PDL=True),
+             dict(M_FACTOR=20, M_PAD=32, K=256, LOG_K=8, ROWS=1, MIX=2, USE_PDL=True, TRIGGER_FIRST=trigger_first),
              {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_warps=16)
 
 
@@ -139,11 +139,11 @@ def hadamard_prefill():
              {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_stages=1)
 
 
-def hadamard_decode_mma():
+def hadamard_decode_mma(trigger_first=False):
     # mamba-2.8b's 5120 as 40 x 128 with the decode config: a row a tile, 16 columns a program.
     _compile(_jit("hadamard_quant", "_hadamard_quant_mma_kernel"),
              dict(M_FACTOR=40, M_PAD=64, K=128, ROWS=1, COLS=16, ROW_BLOCKS=1, MIX=2, MIX_2D=True, DOT_F32=False,
-                  KC=32, EMULATE_BF16=False, USE_PDL=True),
+                  KC=32, EMULATE_BF16=False, USE_PDL=True, TRIGGER_FIRST=trigger_first),
              {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_stages=1)
 
 
@@ -185,6 +185,8 @@ CASES = [
     ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),
     ("hadamard_decode", hadamard_decode, {}),
     ("hadamard_decode[mma]", hadamard_decode_mma, {}),
+    ("hadamard_decode[trigger_first]", hadamard_decode, dict(trigger_first=True)),
+    ("hadamard_decode[mma,trigger_first]", hadamard_decode_mma, dict(trigger_first=True)),
     ("hadamard_prefill", hadamard_prefill, {}),
 ]
 

@@ -130,3 +130,5 @@ def test_hadamard_quant_decode_config(n, rows, device):
     out = torch.full((rows, n), 99, dtype=torch.int8, device=device)
     hq._launch_mma(y, scale, out, **hq._DECODE_MMA_CONFIG)
     assert_int8_match(out, hadamard_quant_ref(y, scale, R))
+    # early_trigger only lets the next kernel start sooner: the same bits.
+    assert torch.equal(hadamard_quant(y, scale, early_trigger=True), hadamard_quant(y, scale))

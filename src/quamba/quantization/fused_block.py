@@ -58,6 +58,10 @@ def fused_path_unsupported(qconfig) -> str | None:
     return None
 
 
+# Up to how many sequences a decode step's Hadamard lets out_proj start beside the scan.
+HADAMARD_EARLY_MAX_BATCH = 8
+
+
 class FusedQBlock(Block):
     """A Block whose mixer is a static, unsmoothed QMambaMixer, run with the Triton kernels."""
 
@@ -80,6 +84,7 @@ class FusedQBlock(Block):
         # One sequence's decode step: in_proj starts beside the previous layer's out_proj and
         # loads its first weight block there (see int8_linear_conv_step's early_weight).
         early_in_proj = decode and hidden.shape[0] == 1 and os.environ.get("QUAMBA_IN_PROJ_EARLY", "1") != "0"
+        early_out_proj = decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
                                         early_trigger=early_in_proj)
@@ -118,7 +123,10 @@ class FusedQBlock(Block):
             dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True)
         del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
-            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale)
+            # A decode step's out_proj reads only its weight before its wait: it may start
+            # beside the scan (early_trigger) and load its rows there.
+            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale,
+                                   early_trigger=early_out_proj and os.environ.get("QUAMBA_OUT_PROJ_EARLY", "1") != "0")
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)
         del y

@@ -63,11 +63,6 @@ def pdl_wait(USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False):
             tl.extra.cuda.gdc_launch_dependents()
 
 
-def trigger_first(name: str) -> bool:
-    """EXPERIMENT: QUAMBA_TRIGGER_FIRST=x_proj+scan+hadamard."""
-    return name in os.environ.get("QUAMBA_TRIGGER_FIRST", "").split("+")
-
-
 def pdl_launch_options(device: torch.device) -> dict:
     """Keyword arguments for a launch of a kernel that calls ``pdl_wait``: PDL on
     sm_90+ (not in the interpreter), off with QUAMBA_PDL=0."""

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait, trigger_first,
+from ._common import (check_device, check_dtype, interpret_mode, next_pow2, pdl_launch_options, pdl_wait,
                       quantize_int8, scalar_scale)
 
 __all__ = ["hadamard_quant"]
@@ -279,10 +279,15 @@ def _factor(n: int, device: torch.device) -> tuple[int, int, torch.Tensor]:
     return _FACTORS[key]
 
 
-def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = False) -> torch.Tensor:
     """y: (..., n) fp16/bf16/fp32 with n = m·2^k, m in {1, 12, 20, 28} (see
     ``quamba.quantization.hadamard.hadamard_factors``); scale: per-tensor fp32.
-    Returns (..., n) int8 = quantize_ref(y @ hadamard_matrix(n), scale)."""
+    Returns (..., n) int8 = quantize_ref(y @ hadamard_matrix(n), scale).
+    early_trigger: the caller promises that the kernel launched after this one reads, before
+    its own PDL wait, nothing that the kernel launched before this one writes (a decode
+    step's out_proj reads only its weight there). That kernel may then start as soon as
+    this one does (``pdl_wait``'s TRIGGER_FIRST) and load its weight rows while the scan
+    still runs."""
     op = "hadamard_quant"
     check_device(op, y, scale)
     check_dtype(op, "y", y, (torch.float16, torch.bfloat16, torch.float32))
@@ -301,18 +306,18 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     if M == 0:
         return out.reshape(*lead, n)
     if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
-        return _launch_mma(y2, s, out).reshape(*lead, n)
+        return _launch_mma(y2, s, out, trigger_first=early_trigger).reshape(*lead, n)
     if (M <= (_DECODE_MMA_MAX_ROWS_LARGE_MIX if m > 12 else _DECODE_MMA_MAX_ROWS) and m > 1
             and _mma_plan(n, y2.device, {**_MMA_CONFIG, **_DECODE_MMA_CONFIG}) is not None):
-        return _launch_mma(y2, s, out, **_DECODE_MMA_CONFIG).reshape(*lead, n)
-    return _launch(y2, s, m, p, A, out, _DEFAULT_MIX).reshape(*lead, n)
+        return _launch_mma(y2, s, out, trigger_first=early_trigger, **_DECODE_MMA_CONFIG).reshape(*lead, n)
+    return _launch(y2, s, m, p, A, out, _DEFAULT_MIX, trigger_first=early_trigger).reshape(*lead, n)
 
 
 # Chosen from benchmarks/kernels_gpu.py (see docs/kernels.md).
 _DEFAULT_MIX = 2
 
 
-def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
+def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None, trigger_first=False):
     M, n = y2.shape
     m_pad = next_pow2(m) if m > 1 else 1
     if m == 1 or p < 16:
@@ -332,7 +337,7 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None):
         M, 1.0 / math.sqrt(n),
         y2.stride(0), out.stride(0),
         M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, MIX=mix,
-        num_warps=num_warps, TRIGGER_FIRST=trigger_first("hadamard") and M <= 8, **pdl_launch_options(y2.device),
+        num_warps=num_warps, TRIGGER_FIRST=trigger_first, **pdl_launch_options(y2.device),
     )
     return out
 
@@ -416,7 +421,7 @@ def _mma_plan(n: int, device: torch.device, cfg: dict) -> tuple[int, int, int, t
     return m, m_pad, k, at
 
 
-def _launch_mma(y2, s, out, **overrides):
+def _launch_mma(y2, s, out, trigger_first=False, **overrides):
     """The tensor-core kernel over all rows of y2 (M, n) into out; `overrides` replace
     entries of _MMA_CONFIG (the sweep and the tests use them)."""
     cfg = {**_MMA_CONFIG, **(_MMA_CONFIG_F32 if y2.dtype == torch.float32 else {}), **overrides}
@@ -437,7 +442,7 @@ def _launch_mma(y2, s, out, **overrides):
         M_FACTOR=m, M_PAD=m_pad, K=k, ROWS=rows, COLS=cols, ROW_BLOCKS=cfg["ROW_BLOCKS"],
         MIX=cfg["MIX"], MIX_2D=cfg["MIX_2D"], DOT_F32=y2.dtype == torch.float32, KC=min(cfg["F32_KC"], k),
         EMULATE_BF16=interpret_mode(),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], TRIGGER_FIRST=trigger_first("hadamard") and M <= 8,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], TRIGGER_FIRST=trigger_first,
         **pdl_launch_options(y2.device),
     )
     return out

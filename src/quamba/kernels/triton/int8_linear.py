@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale, trigger_first)
+                      pdl_wait, quantize_int8, scalar_scale)
 from .causal_conv1d import CONV_STEP_MAX_WIDTH, conv_step_finish, conv_step_load
 
 __all__ = ["int8_linear", "int8_linear_quant", "int8_linear_conv_step", "DECODE_MAX_M"]
@@ -470,7 +470,7 @@ def _int8_gemv_words_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_HEAD: tl.constexpr, BLOCK_TAIL: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
-    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False,
+    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr,
 ):
     """The rows kernel's single pass on int32 words: x and W are read as four int8 values a
     word, kept packed in registers (a quarter of the registers the int8 tile takes, so more
@@ -485,13 +485,13 @@ def _int8_gemv_words_kernel(
     offs_t = BLOCK_HEAD + tl.arange(0, BLOCK_TAIL if BLOCK_TAIL > 0 else 1)
     tm = offs_t < KW
     if not EARLY_WEIGHT:
-        pdl_wait(USE_PDL, TRIGGER_FIRST)
+        pdl_wait(USE_PDL)
     w_head = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_h[None, :], mask=nm[:, None], other=0)
     if BLOCK_TAIL > 0:
         w_tail = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_t[None, :], mask=nm[:, None] & tm[None, :],
                          other=0)
     if EARLY_WEIGHT:
-        pdl_wait(USE_PDL, TRIGGER_FIRST)
+        pdl_wait(USE_PDL)
     for m in tl.static_range(M_ROWS):
         x_head = tl.load(x_ptr + m * stride_xm + offs_h)
         total = tl.sum(_dot4(w_head, x_head[None, :], tl.zeros_like(w_head), DP4A), axis=1)
@@ -740,7 +740,6 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                 x_words, w_words, *args_ptr[2:], N, K // 4, x_words.stride(0), w_words.stride(0),
                 out.stride(0), out.stride(1), **flags, BLOCK_N=bn, BLOCK_HEAD=head, BLOCK_TAIL=tail,
                 EARLY_WEIGHT=static_weight, M_ROWS=M, DP4A=words == "dp4a" and not interpret_mode(),
-                TRIGGER_FIRST=quant_out and trigger_first("x_proj"),
                 num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
         else:
             _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](

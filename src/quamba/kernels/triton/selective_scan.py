@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale, trigger_first)
+                      pdl_wait, quantize_int8, scalar_scale)
 from .int8_linear import int8_linear_quant
 
 __all__ = ["selective_scan_int8", "selective_scan"]
@@ -157,7 +157,7 @@ def _selective_scan_kernel(
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, EARLY_STATE: tl.constexpr,
-    USE_PDL: tl.constexpr, DTW_EARLY: tl.constexpr = False, TRIGGER_FIRST: tl.constexpr = False,
+    USE_PDL: tl.constexpr, DTW_EARLY: tl.constexpr = False,
 ):
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
 
@@ -199,7 +199,7 @@ def _selective_scan_kernel(
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr + offs_d, mask=dm, other=0.0)[None, :]
         else:
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr)
-    pdl_wait(USE_PDL, TRIGGER_FIRST)
+    pdl_wait(USE_PDL)
     if HAS_H0 and not EARLY_STATE:
         h = tl.load(h_p, mask=dn_mask, other=0.0).to(tl.float32)
     if not HAS_H0:
@@ -559,8 +559,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         kernel = _selective_scan_chunked_kernel
         layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order")
     else:
-        kernel, layout = _selective_scan_kernel, dict(TRIGGER_FIRST=trigger_first("scan"),
-                                                      EARLY_STATE=early_state and initial_state is not None,
+        kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None,
                                                       DTW_EARLY=dtw_early)
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,

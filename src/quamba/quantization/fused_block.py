@@ -27,7 +27,9 @@ norm, x_proj) writes neither the residual nor the conv or SSM state, so they loa
 before waiting too. At one sequence the norm lets in_proj start as soon as the norm
 itself does (``early_trigger``), and in_proj loads its first weight block before its
 wait (``early_weight``): it then streams beside the previous layer's out_proj.
-``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch).
+``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch). Likewise, up to 8 sequences
+the Hadamard lets out_proj start beside the scan, to load its weight rows there
+(``QUAMBA_OUT_PROJ_EARLY=0`` turns it off).
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the

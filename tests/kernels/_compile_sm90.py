@@ -135,7 +135,7 @@ def hadamard_decode(trigger_first=False):
 def hadamard_prefill():
     _compile(_jit("hadamard_quant", "_hadamard_quant_mma_kernel"),
              dict(M_FACTOR=40, M_PAD=64, K=128, ROWS=1, COLS=64, ROW_BLOCKS=4, MIX=2, MIX_2D=True, DOT_F32=False,
-                  KC=32, EMULATE_BF16=False, USE_PDL=True),
+                  KC=32, EMULATE_BF16=False, USE_PDL=True, TRIGGER_FIRST=False),
              {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_stages=1)
 
 

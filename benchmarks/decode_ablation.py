@@ -80,9 +80,9 @@ def selective_scan_int8(u_q, *a, **k):
     return torch.empty(u_q.shape, dtype=torch.float16, device=u_q.device), None
 
 
-def hadamard_quant(y, scale):
+def hadamard_quant(y, scale, **k):
     if "hadamard" not in skipped:
-        return real["hadamard_quant"](y, scale)
+        return real["hadamard_quant"](y, scale, **k)
     return torch.empty(y.shape, dtype=torch.int8, device=y.device)
 
 

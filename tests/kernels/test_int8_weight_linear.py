@@ -53,8 +53,12 @@ def test_int8_weight_linear_3d_input_and_bad_inputs(device):
         int8_weight_linear(x.float(), w_q, w_scale)
     with pytest.raises(ValueError, match="K=40"):
         int8_weight_linear(x[..., :39], w_q, w_scale)
-    with pytest.raises(ValueError, match="one scale a row"):
+    with pytest.raises(ValueError, match="one float scale a row"):
         int8_weight_linear(x, w_q, w_scale[:5])
+    with pytest.raises(ValueError, match="one float scale a row"):
+        int8_weight_linear(x, w_q, torch.ones(24, dtype=torch.int32, device=device))
+    with pytest.raises(ValueError, match="K = 0"):
+        int8_weight_linear(x[..., :0], w_q[:, :0], w_scale)
     with pytest.raises(ValueError, match="w_q must be int8"):
         int8_weight_linear(x, w_q.half(), w_scale)
 
@@ -76,6 +80,29 @@ def test_int8_head_runs_the_kernel_on_cuda_and_captures_in_a_graph():
         static_out = head(static_in)
     graph.replay()
     assert torch.equal(static_out, eager)
+
+
+def test_reference_is_the_head_of_the_dequantized_table():
+    """The twin against the plain formula it stands for: logits = h · (E_q · s_row)ᵀ, in fp64."""
+    x = torch.randn(5, 48, dtype=torch.float64)
+    w_q = rand_int8(30, 48, device="cpu")
+    w_scale = torch.rand(30) * 1e-2
+    want = x @ (w_q.double() * w_scale.double()[:, None]).T
+    got = int8_weight_linear_ref(x.float(), w_q, w_scale)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not GPU, reason="4 GiB of output")
+def test_int8_weight_linear_past_two_to_the_31_outputs():
+    """43000 tokens of a 50280-row head: the output's offsets pass 2**31 (a perplexity batch of
+    21 windows of 2048); the last rows are right, not an illegal address."""
+    M, N, K = 43000, 50280, 16
+    x = torch.randn(M, K, device="cuda").half()
+    w_q, w_scale = rand_int8(N, K, device="cuda"), torch.rand(N, device="cuda") * 1e-2
+    out = int8_weight_linear(x, w_q, w_scale)
+    torch.cuda.synchronize()
+    _assert_close_to_ref(out[-8:], int8_weight_linear_ref(x[-8:], w_q, w_scale))
+    del out
 
 
 def test_int8_head_on_the_cpu_is_the_reference():

@@ -187,3 +187,58 @@ def test_w8a8_prefill_graphs_replay_what_eager_gives(qmodel, monkeypatch):
     for c in cached:
         assert torch.equal(c, eager_cached)
     assert not torch.equal(graphed[2], graphed[3])
+
+
+@pytest.mark.parametrize("batch,early_norm,early_hadamard", [(1, True, True), (2, False, True), (9, False, False)])
+def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, batch, early_norm, early_hadamard,
+                                                                     monkeypatch):
+    """The early starts (docs/kernels.md, "Starting the next kernel early") are asked for
+    where they were measured to pay: the norm's at one sequence (with in_proj's early weight
+    block), the Hadamard's up to two (out_proj on the rows kernel); never in a prefill."""
+    from quamba.kernels import triton as tk
+
+    seen = {}
+    for name, flag in (("rmsnorm_quant", "early_trigger"), ("int8_linear_conv_step", "early_weight"),
+                       ("hadamard_quant", "early_trigger")):
+        real = getattr(tk, name)
+
+        def spy(*a, _real=real, _name=name, _flag=flag, **k):
+            seen.setdefault(_name, []).append(k.get(_flag, False))
+            return _real(*a, **k)
+        monkeypatch.setattr(tk, name, spy)
+    layer = qmodel.backbone.layers[1]
+    hidden = torch.randn(batch, 1, 192, device=DEVICE)
+    try:
+        assert qmodel.select_backend("triton") == "triton"
+        with torch.no_grad():
+            layer(hidden, torch.randn_like(hidden), qmodel.allocate_cache(batch).layers[1])
+            layer(torch.randn(batch, 3, 192, device=DEVICE), None)   # a prefill: none of them
+    finally:
+        qmodel.select_backend("reference")
+    assert seen["rmsnorm_quant"] == [early_norm, False]
+    assert seen["int8_linear_conv_step"] == [early_norm]
+    assert seen["hadamard_quant"] == [early_hadamard, False]
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the early starts only change scheduling under PDL on a GPU")
+@pytest.mark.parametrize("batch", [1, 2, 8])
+def test_early_starts_change_no_bit_of_a_graphed_decode(qmodel, batch, monkeypatch):
+    """The decode step captured with and without the early starts, over a few steps with a
+    state carried between them: the same logits to the bit (a kernel that read, before its
+    wait, something its neighbour was still writing would show here)."""
+    from quamba.models.cuda_graph import GraphedDecoder
+
+    ids = torch.randint(0, 8192, (batch, 4), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(batch))
+    runs = []
+    try:
+        qmodel.select_backend("triton")
+        for early in ("1", "0"):
+            monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY", early)
+            monkeypatch.setenv("QUAMBA_OUT_PROJ_EARLY", early)
+            dec = GraphedDecoder(qmodel, batch)
+            runs.append(torch.stack([dec.step(ids[:, t]).clone() for t in range(ids.shape[1])]))
+            del dec
+    finally:
+        qmodel.select_backend("reference")
+    assert torch.isfinite(runs[0]).all()
+    assert torch.equal(runs[0], runs[1])

@@ -27,8 +27,9 @@ norm, x_proj) writes neither the residual nor the conv or SSM state, so they loa
 before waiting too. At one sequence the norm lets in_proj start as soon as the norm
 itself does (``early_trigger``), and in_proj loads its first weight block before its
 wait (``early_weight``): it then streams beside the previous layer's out_proj.
-``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch). Likewise, up to 8 sequences
-the Hadamard lets out_proj start beside the scan, to load its weight rows there
+``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch). Likewise, up to 2 sequences
+(where out_proj runs on the rows kernel, which loads its weight rows before its wait) the
+Hadamard lets out_proj start beside the scan, to load its rows there
 (``QUAMBA_OUT_PROJ_EARLY=0`` turns it off).
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
@@ -60,8 +61,11 @@ def fused_path_unsupported(qconfig) -> str | None:
     return None
 
 
-# Up to how many sequences a decode step's Hadamard lets out_proj start beside the scan.
-HADAMARD_EARLY_MAX_BATCH = 8
+# Up to how many sequences a decode step's Hadamard lets out_proj start beside the scan: where
+# out_proj runs on the CUDA-core rows kernel (QUAMBA_GEMV_ROWS_MAX_M, 2), which loads its weight
+# rows before its wait. The tensor-core kernel beyond loads nothing early; at 4 and 8 sequences
+# the early start measured within 0.1% (docs/sweeps/out_proj_early_ab_*_h100.json).
+HADAMARD_EARLY_MAX_BATCH = 2
 
 
 class FusedQBlock(Block):

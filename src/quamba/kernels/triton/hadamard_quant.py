@@ -285,9 +285,9 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = F
     Returns (..., n) int8 = quantize_ref(y @ hadamard_matrix(n), scale).
     early_trigger: the caller promises that the kernel launched after this one reads, before
     its own PDL wait, nothing that the kernel launched before this one writes (a decode
-    step's out_proj reads only its weight there). That kernel may then start as soon as
-    this one does (``pdl_wait``'s TRIGGER_FIRST) and load its weight rows while the scan
-    still runs."""
+    step's out_proj reads at most its weight there). That kernel may then start as soon as
+    this one does (``pdl_wait``'s TRIGGER_FIRST); one or two tokens' out_proj (the rows
+    kernel) loads its weight rows while the scan still runs."""
     op = "hadamard_quant"
     check_device(op, y, scale)
     check_dtype(op, "y", y, (torch.float16, torch.bfloat16, torch.float32))

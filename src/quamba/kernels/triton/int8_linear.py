@@ -339,6 +339,7 @@ def _int8_gemv_kernel(
     if CONV_WIDTH > 0 and CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
+    tl.static_assert(EARLY_BLOCKS <= 1, "one early weight block at most (the pointers advance once)")
     if EARLY_BLOCKS > 0:   # the first K block of a static weight, before the wait
         w_first = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_stop - k_start), other=0)
     pdl_wait(USE_PDL)

@@ -31,7 +31,8 @@ def _int8_weight_linear_kernel(
     """FP32_DOT: the product in fp32 (the interpreter, whose bf16 ``tl.dot`` is wrong)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # int64 rows: a perplexity batch's full logits pass 2**31 elements (43k tokens x 50280).
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
@@ -83,8 +84,11 @@ def int8_weight_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor
     N, K = w_q.shape
     if x.shape[-1] != K:
         raise ValueError(f"{op}: x must be (..., K={K}) to match w_q {tuple(w_q.shape)}, got shape {tuple(x.shape)}")
-    if w_scale.numel() != N:
-        raise ValueError(f"{op}: w_scale must have one scale a row ({N},), got shape {tuple(w_scale.shape)}")
+    if w_scale.numel() != N or not w_scale.is_floating_point():
+        raise ValueError(f"{op}: w_scale must be one float scale a row ({N},), got {str(w_scale.dtype)[6:]} "
+                         f"of shape {tuple(w_scale.shape)}")
+    if K == 0:
+        raise ValueError(f"{op}: w_q has no columns (K = 0)")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, K)
     M = x2.shape[0]

@@ -24,7 +24,7 @@ in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it
 The norm, in_proj's conv epilogue and the scan are also told (``early_residual``,
 ``early_state``) that the kernel just before them (the previous layer's out_proj, the
 norm, x_proj) writes neither the residual nor the conv or SSM state, so they load those
-before waiting too. At one sequence the norm lets in_proj start as soon as the norm
+before waiting too. Up to 2 sequences the norm lets in_proj start as soon as the norm
 itself does (``early_trigger``), and in_proj loads its first weight block before its
 wait (``early_weight``): it then streams beside the previous layer's out_proj.
 ``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch). Likewise, up to 2 sequences
@@ -61,6 +61,13 @@ def fused_path_unsupported(qconfig) -> str | None:
     return None
 
 
+# Up to how many sequences a decode step's norm lets in_proj start beside the previous layer's
+# out_proj (with in_proj's first weight block loaded before its wait). 2.8b / 1.4b W8A8 on an
+# H100, A/B twice: batch 1 1.699 -> 1.682 / 0.999 -> 0.995, batch 2 1.867 -> 1.852 / 1.048 ->
+# 1.035; batch 4 mixed (2.195 -> 2.233 / 1.298 -> 1.289), batch 8 slower (2.399 -> 2.461 at 2.8b)
+# (docs/sweeps/trigger_ab_*_h100.json, in_proj_early_ab_*_h100.json).
+IN_PROJ_EARLY_MAX_BATCH = 2
+
 # Up to how many sequences a decode step's Hadamard lets out_proj start beside the scan: where
 # out_proj runs on the CUDA-core rows kernel (QUAMBA_GEMV_ROWS_MAX_M, 2), which loads its weight
 # rows before its wait. The tensor-core kernel beyond loads nothing early; at 4 and 8 sequences
@@ -87,9 +94,10 @@ class FusedQBlock(Block):
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
         decode = cache is not None and hidden.shape[1] == 1
-        # One sequence's decode step: in_proj starts beside the previous layer's out_proj and
+        # A decode step of up to 2 sequences: in_proj starts beside the previous layer's out_proj and
         # loads its first weight block there (see int8_linear_conv_step's early_weight).
-        early_in_proj = decode and hidden.shape[0] == 1 and os.environ.get("QUAMBA_IN_PROJ_EARLY", "1") != "0"
+        early_in_proj = (decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH
+                         and os.environ.get("QUAMBA_IN_PROJ_EARLY", "1") != "0")
         early_out_proj = decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,

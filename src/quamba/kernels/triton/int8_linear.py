@@ -900,7 +900,7 @@ def int8_linear_conv_step(
     state (and the conv's weights) are read before ``pdl_wait``.
     early_weight: the first K block of w_q is read before ``pdl_wait`` too. It pays where
     the kernel before lets this one start early (``rmsnorm_quant(..., early_trigger=True)``):
-    2.8b W8A8 decode on an H100 at one sequence, both 1.699 -> 1.682 ms a token; the early
+    2.8b W8A8 decode on an H100 at one sequence, both 1.699 -> 1.682 ms a token (two: 1.867 -> 1.852); the early
     block alone 1.719, the early trigger alone 1.698; at 8 sequences both 2.399 -> 2.461
     (A/B in one process, logits bit-identical: docs/sweeps/trigger_ab_*_h100.json)."""
     op = "int8_linear_conv_step"

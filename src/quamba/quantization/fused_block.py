@@ -75,6 +75,11 @@ IN_PROJ_EARLY_MAX_BATCH = 2
 HADAMARD_EARLY_MAX_BATCH = 2
 
 
+def _switch_on(name: str) -> bool:
+    """An A/B switch of the decode step, on unless set to 0 (read at capture time)."""
+    return os.environ.get(name, "1") != "0"
+
+
 class FusedQBlock(Block):
     """A Block whose mixer is a static, unsmoothed QMambaMixer, run with the Triton kernels."""
 
@@ -96,9 +101,9 @@ class FusedQBlock(Block):
         decode = cache is not None and hidden.shape[1] == 1
         # A decode step of up to 2 sequences: in_proj starts beside the previous layer's out_proj and
         # loads its first weight block there (see int8_linear_conv_step's early_weight).
-        early_in_proj = (decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH
-                         and os.environ.get("QUAMBA_IN_PROJ_EARLY", "1") != "0")
-        early_out_proj = decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
+        early_in_proj = decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH and _switch_on("QUAMBA_IN_PROJ_EARLY")
+        early_out_proj = (decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
+                          and _switch_on("QUAMBA_OUT_PROJ_EARLY"))
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
                                         early_trigger=early_in_proj)
@@ -139,8 +144,7 @@ class FusedQBlock(Block):
         if mixer.hadamard_ssm_output:
             # A decode step's out_proj reads only its weight before its wait: it may start
             # beside the scan (early_trigger) and load its rows there.
-            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale,
-                                   early_trigger=early_out_proj and os.environ.get("QUAMBA_OUT_PROJ_EARLY", "1") != "0")
+            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale, early_trigger=early_out_proj)
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)
         del y

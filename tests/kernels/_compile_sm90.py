@@ -104,11 +104,13 @@ _SCAN = dict(IS_INT8=True, HAS_D=True, HAS_Z=True, HAS_DT_BIAS=True, HAS_H0=True
              DTW_PER_CHANNEL=False, BLOCK_N=16)
 
 
-def prefill_scan(fused_dt):
+def prefill_scan(fused_dt, wide=False):
+    """wide: the configuration for many programs (selective_scan's _CHUNKED_CONFIG_WIDE)."""
+    block_d, chunk, num_warps, rows = (32, 8, 4, 4) if wide else (16, 8, 4, 2)
     _compile(_jit("selective_scan", "_selective_scan_chunked_kernel"),
-             dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if fused_dt else 1, BLOCK_D=16, CHUNK=8, STATE_ROWS=2,
-                  SCAN_IN_ORDER=False, USE_PDL=True),
-             _SCAN_PTRS)
+             dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if fused_dt else 1, BLOCK_D=block_d, CHUNK=chunk,
+                  STATE_ROWS=rows, SCAN_IN_ORDER=False, USE_PDL=True),
+             _SCAN_PTRS, num_warps=num_warps)
 
 
 def decode_scan(dtw_early, block_d=16, num_warps=1):
@@ -177,6 +179,7 @@ CASES = [
     ("conv[prefill]", conv, dict(block_l=32, block_d=128)),
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),
     ("prefill_scan[fused_dt]", prefill_scan, dict(fused_dt=True)),
+    ("prefill_scan[wide]", prefill_scan, dict(fused_dt=False, wide=True)),
     ("decode_scan", decode_scan, dict(dtw_early=True)),
     ("decode_scan[b4]", decode_scan, dict(dtw_early=True, block_d=32, num_warps=2)),
     ("decode_scan[loop]", decode_scan, dict(dtw_early=False)),

@@ -177,14 +177,44 @@ def test_selective_scan_int8_chunk_boundaries(l, device):
     assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
 
 
-@pytest.mark.parametrize("config", [(16, 8, 4, 1), (16, 4, 2, 4), (8, 16, 4, 2)])
+@pytest.mark.parametrize("config", [(16, 8, 4, 1), (16, 4, 2, 4), (8, 16, 4, 2), (32, 8, 4, 4)])
 def test_selective_scan_chunked_layouts(config, device, monkeypatch):
-    """Other (BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked kernel give the same scan."""
+    """Other (BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked kernel give the same scan
+    ((32, 8, 4, 4) is _CHUNKED_CONFIG_WIDE, for many programs)."""
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG", config)
+    monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_WIDE", None)
     b, l, d, n = (1, 19, 12, 16) if device.type == "cpu" else (2, 300, 1280, 16)
     args = _int8_case(b, l, d, n, device)
     y, h = selective_scan_int8(**args)
     ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+
+
+def test_selective_scan_wide_tiles_from_about_two_programs_an_sm(monkeypatch):
+    """The chunked kernel takes its wide tiles where they fill about two programs an SM
+    (and the state has 16 entries or more), the narrow ones otherwise."""
+    monkeypatch.setattr(scan_mod, "interpret_mode", lambda: False)
+    monkeypatch.setattr(scan_mod, "_num_sms", lambda device: 132)
+    wide, narrow = scan_mod._CHUNKED_CONFIG_WIDE, scan_mod._CHUNKED_CONFIG
+    pick = lambda batch, dim, n=16: scan_mod._chunked_config(batch, dim, n, torch.device("cuda"))  # noqa: E731
+    assert pick(1, 5120) == narrow and pick(3, 2048) == narrow      # 160 and 192 programs
+    assert pick(2, 5120) == wide and pick(4, 2048) == wide          # 320 and 256
+    assert pick(64, 768) == wide
+    assert pick(64, 5120, n=8) == narrow            # 8 state entries: too few columns for the wide tiles' lanes
+    monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_WIDE", None)
+    assert pick(64, 5120) == narrow
+
+
+@pytest.mark.skipif(not GPU, reason="the interpreter runs the narrow tiles (the layout test covers the wide ones)")
+def test_selective_scan_wide_tiles_match_reference(monkeypatch):
+    """A prefill with programs enough for the wide tiles (spied) matches the reference."""
+    picked = []
+    real = scan_mod._chunked_config
+    monkeypatch.setattr(scan_mod, "_chunked_config", lambda *a: picked.append(real(*a)) or picked[-1])
+    args = _int8_case(8, 300, 1280, 16, torch.device("cuda"))
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert picked == [scan_mod._CHUNKED_CONFIG_WIDE]
     assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
 
 

@@ -443,6 +443,16 @@ _PREFILL_IMPL = "chunked"
 # be at least 32 * num_warps (otherwise warps land on the time axis).
 # benchmarks/scan_sweep.py times the alternatives on the GPU.
 _CHUNKED_CONFIG = (16, 8, 4, 2)
+# Where there are programs enough, wider tiles: 32 channels a program and 4 state rows a
+# thread (32 state entries; half the threads, one shuffle round fewer in y's sum). Below
+# about two programs an SM the threads are too few and it is slower. H100, int8, graph-timed
+# (benchmarks/scan_config_check.py, docs/sweeps/scan_config_h100.json), µs narrow -> wide:
+# dim 5120 batch 1 x 2048 194 -> 236 (160 wide programs), 2 x 2048 368 -> 292 (320),
+# 4 x 2048 567 -> 458, 64 x 128 535 -> 416; dim 2048 3 x 1024 99 -> 120 (192 programs),
+# 4 x 512 85 -> 61 (256), 16 x 512 225 -> 180. None for the interpreter (CI's small shapes
+# still run it through the layout test). _CHUNKED_CONFIG_WIDE = None turns it off.
+_CHUNKED_CONFIG_WIDE: tuple[int, int, int, int] | None = (32, 8, 4, 4)
+_WIDE_MIN_PROGRAMS_PER_SM = 1.75
 # Given dt_proj's input (dt_low_q, ...), dt is computed inside the scan kernel
 # ("fused") or by int8_linear_quant first ("launch"); the int8 dt is the same.
 # H100, mamba-2.8b shapes (docs/sweeps/scan_sweep_h100.json, scan_decode_batches_h100.json):
@@ -478,6 +488,16 @@ def _decode_dt_weight() -> str:
     return value
 
 
+def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device) -> tuple[int, int, int, int]:
+    """(BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked prefill kernel for this shape."""
+    wide = _CHUNKED_CONFIG_WIDE
+    if wide is not None and not interpret_mode() and block_n // wide[3] * wide[0] >= 32 * wide[2]:
+        if batch * triton.cdiv(dim, wide[0]) >= _WIDE_MIN_PROGRAMS_PER_SM * _num_sms(device):
+            return wide
+    block_d, chunk, num_warps, state_rows = _CHUNKED_CONFIG
+    return block_d, chunk, num_warps, min(state_rows, block_n)   # both powers of two: rows divide the state
+
+
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
             state_out=None, dt_proj=None, early_state=False):
     """dt_proj: None, or (lq, w, w_per_channel) to compute dt from dt_proj's int8
@@ -510,8 +530,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     block_n = next_pow2(dstate)
     time_parallel = seqlen > 1 and _PREFILL_IMPL == "chunked"
     if time_parallel:
-        block_d, chunk, num_warps, state_rows = _CHUNKED_CONFIG
-        state_rows = min(state_rows, block_n)          # both powers of two: rows divide the state
+        block_d, chunk, num_warps, state_rows = _chunked_config(batch, dim, block_n, u.device)
     else:
         # Serial prefill: 16 channels x 8-step chunks a program, one warp (the
         # best of the block/chunk sweep in docs/kernels.md: many short

@@ -1,0 +1,62 @@
+"""The chunked prefill scan's tile configurations against the number of sequences: graph-timed
+on distinct int8 inputs (laid out as the W8A8 block passes them), each output checked against
+the default configuration's. Configs are (BLOCK_D, CHUNK, num_warps, STATE_ROWS); the first two
+are selective_scan's _CHUNKED_CONFIG and _CHUNKED_CONFIG_WIDE. Writes JSON.
+
+    python benchmarks/scan_config_check.py --json docs/sweeps/scan_config_h100.json
+"""
+
+import argparse
+import importlib
+import json
+
+import torch
+
+from _timing import graph_us
+
+from quamba.eval import bench as B
+from quamba.kernels.triton import selective_scan_int8
+
+scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
+CONFIGS = [(16, 8, 4, 2), (32, 8, 4, 4), (32, 16, 4, 4), (16, 4, 2, 4), (16, 8, 2, 2)]
+SHAPES = [(1, 2048), (1, 4096), (2, 1024), (2, 2048), (3, 1024), (4, 512), (4, 2048), (8, 1024), (16, 512),
+          (64, 128)]
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--dims", default="5120,2048", help="d_inner of the shapes (2.8b: 5120, 370m: 2048)")
+parser.add_argument("--json", required=True)
+args = parser.parse_args()
+n = 16
+
+
+def inputs(batch, seqlen, d):
+    i8 = lambda *s: torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")   # noqa: E731
+    s = lambda v: torch.tensor(v, device="cuda")                                  # noqa: E731
+    xz, dbl = i8(batch, seqlen, 2 * d), i8(batch, seqlen, 2 * n)
+    return dict(u_q=xz[..., :d], u_scale=s(0.02), dt_q=i8(batch, seqlen, d), dt_scale=s(0.01),
+                A=-torch.exp(torch.rand(d, n, device="cuda") * 2.5), B_q=dbl[..., :n], B_scale=s(0.03),
+                C_q=dbl[..., n:], C_scale=s(0.03), D=torch.randn(d, device="cuda"), z_q=xz[..., d:],
+                z_scale=s(0.04), dt_bias=torch.randn(d, device="cuda") - 4,
+                initial_state=torch.randn(batch, d, n, device="cuda"))
+
+
+rows = []
+default, wide = scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE
+try:
+    scan_mod._CHUNKED_CONFIG_WIDE = None     # each config below is forced through _CHUNKED_CONFIG
+    for d in map(int, args.dims.split(",")):
+        for batch, seqlen in SHAPES:
+            sets = [inputs(batch, seqlen, d) for _ in range(3)]
+            ref = selective_scan_int8(**sets[0])[0].float()
+            for cfg in CONFIGS:
+                scan_mod._CHUNKED_CONFIG = cfg
+                y = selective_scan_int8(**sets[0])[0].float()
+                us = graph_us([lambda a=a: selective_scan_int8(**a) for a in sets])
+                rows.append(dict(dim=d, batch=batch, seqlen=seqlen, config=cfg, us=us,
+                                 programs=batch * -(-d // cfg[0]), rel_err=((y - ref).norm() / ref.norm()).item()))
+                print(rows[-1], flush=True)
+                scan_mod._CHUNKED_CONFIG = default
+finally:
+    scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE = default, wide
+json.dump({"environment": B.environment(), "dstate": n, "configs": CONFIGS, "rows": rows}, open(args.json, "w"),
+          indent=1)

@@ -15,7 +15,7 @@ import torch
 from _timing import graph_us
 
 from quamba.eval import bench as B
-from quamba.kernels.triton import selective_scan_int8
+from quamba.kernels.triton import selective_scan, selective_scan_int8
 
 scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
 CONFIGS = [(16, 8, 4, 2), (32, 8, 4, 4), (32, 16, 4, 4), (16, 4, 2, 4), (16, 8, 2, 2)]
@@ -24,6 +24,7 @@ SHAPES = [(1, 2048), (1, 4096), (2, 1024), (2, 2048), (3, 1024), (4, 512), (4, 2
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--dims", default="5120,2048", help="d_inner of the shapes (2.8b: 5120, 370m: 2048)")
+parser.add_argument("--dtypes", default="int8,fp16", help="int8: the W8A8 scan; fp16: the float one (fp16 model)")
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
 n = 16
@@ -40,22 +41,35 @@ def inputs(batch, seqlen, d):
                 initial_state=torch.randn(batch, d, n, device="cuda"))
 
 
+def as_fp16(a):
+    """The float scan's inputs (an fp16 model's: u, dt, z, B and C in fp16) from the int8 ones."""
+    f = lambda q, sc: (q.float() * a[sc]).half()   # noqa: E731
+    return dict(u=f(a["u_q"], "u_scale"), delta=f(a["dt_q"], "dt_scale"), A=a["A"], B=f(a["B_q"], "B_scale"),
+                C=f(a["C_q"], "C_scale"), D=a["D"], z=f(a["z_q"], "z_scale"), delta_bias=a["dt_bias"],
+                delta_softplus=True, initial_state=a["initial_state"])
+
+
 rows = []
 default, wide = scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE
 try:
     scan_mod._CHUNKED_CONFIG_WIDE = None     # each config below is forced through _CHUNKED_CONFIG
-    for d in map(int, args.dims.split(",")):
-        for batch, seqlen in SHAPES:
-            sets = [inputs(batch, seqlen, d) for _ in range(3)]
-            ref = selective_scan_int8(**sets[0])[0].float()
-            for cfg in CONFIGS:
-                scan_mod._CHUNKED_CONFIG = cfg
-                y = selective_scan_int8(**sets[0])[0].float()
-                us = graph_us([lambda a=a: selective_scan_int8(**a) for a in sets])
-                rows.append(dict(dim=d, batch=batch, seqlen=seqlen, config=cfg, us=us,
-                                 programs=batch * -(-d // cfg[0]), rel_err=((y - ref).norm() / ref.norm()).item()))
-                print(rows[-1], flush=True)
-                scan_mod._CHUNKED_CONFIG = default
+    for dtype in args.dtypes.split(","):
+        scan = selective_scan_int8 if dtype == "int8" else selective_scan
+        for d in map(int, args.dims.split(",")):
+            for batch, seqlen in SHAPES:
+                sets = [inputs(batch, seqlen, d) for _ in range(3)]
+                if dtype != "int8":
+                    sets = [as_fp16(a) for a in sets]
+                ref = scan(**sets[0])[0].float()
+                for cfg in CONFIGS:
+                    scan_mod._CHUNKED_CONFIG = cfg
+                    y = scan(**sets[0])[0].float()
+                    us = graph_us([lambda a=a: scan(**a) for a in sets])
+                    rows.append(dict(dtype=dtype, dim=d, batch=batch, seqlen=seqlen, config=cfg, us=us,
+                                     programs=batch * -(-d // cfg[0]),
+                                     rel_err=((y - ref).norm() / ref.norm()).item()))
+                    print(rows[-1], flush=True)
+                    scan_mod._CHUNKED_CONFIG = default
 finally:
     scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE = default, wide
 json.dump({"environment": B.environment(), "dstate": n, "configs": CONFIGS, "rows": rows}, open(args.json, "w"),

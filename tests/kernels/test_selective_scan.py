@@ -191,15 +191,17 @@ def test_selective_scan_chunked_layouts(config, device, monkeypatch):
 
 
 def test_selective_scan_wide_tiles_from_about_two_programs_an_sm(monkeypatch):
-    """The chunked kernel takes its wide tiles where they fill about two programs an SM
-    (and the state has 16 entries or more), the narrow ones otherwise."""
+    """The chunked kernel takes its wide tiles for int8 inputs where they fill about two
+    programs an SM (and the state has 16 entries or more), the narrow ones otherwise."""
     monkeypatch.setattr(scan_mod, "interpret_mode", lambda: False)
     monkeypatch.setattr(scan_mod, "_num_sms", lambda device: 132)
     wide, narrow = scan_mod._CHUNKED_CONFIG_WIDE, scan_mod._CHUNKED_CONFIG
-    pick = lambda batch, dim, n=16: scan_mod._chunked_config(batch, dim, n, torch.device("cuda"))  # noqa: E731
+    pick = lambda batch, dim, n=16, int8=True: scan_mod._chunked_config(batch, dim, n, torch.device("cuda"),  # noqa: E731
+                                                                       int8)
     assert pick(1, 5120) == narrow and pick(3, 2048) == narrow      # 160 and 192 programs
     assert pick(2, 5120) == wide and pick(4, 2048) == wide          # 320 and 256
     assert pick(64, 768) == wide
+    assert pick(64, 5120, int8=False) == narrow                      # an fp16 model's scan
     assert pick(64, 5120, n=8) == narrow            # 8 state entries: too few columns for the wide tiles' lanes
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_WIDE", None)
     assert pick(64, 5120) == narrow

@@ -447,10 +447,12 @@ _CHUNKED_CONFIG = (16, 8, 4, 2)
 # thread (32 state entries; half the threads, one shuffle round fewer in y's sum). Below
 # about two programs an SM the threads are too few and it is slower. H100, int8, graph-timed
 # (benchmarks/scan_config_check.py, docs/sweeps/scan_config_h100.json), µs narrow -> wide:
-# dim 5120 batch 1 x 2048 194 -> 236 (160 wide programs), 2 x 2048 368 -> 292 (320),
-# 4 x 2048 567 -> 458, 64 x 128 535 -> 416; dim 2048 3 x 1024 99 -> 120 (192 programs),
-# 4 x 512 85 -> 61 (256), 16 x 512 225 -> 180. None for the interpreter (CI's small shapes
-# still run it through the layout test). _CHUNKED_CONFIG_WIDE = None turns it off.
+# dim 5120 batch 1 x 2048 195 -> 236 (160 wide programs), 2 x 2048 370 -> 294 (320),
+# 4 x 2048 565 -> 456, 64 x 128 533 -> 413; dim 2048 3 x 1024 100 -> 120 (192 programs),
+# 4 x 512 86 -> 62 (256), 16 x 512 226 -> 182. Int8 inputs only: with an fp16 model's inputs
+# the wide tiles are slower at every shape measured (docs/sweeps/scan_config_fp16_h100.json:
+# dim 5120 8 x 1024 514 -> 573, 64 x 128 493 -> 536). None for the interpreter (CI's small
+# shapes still run it through the layout test). _CHUNKED_CONFIG_WIDE = None turns it off.
 _CHUNKED_CONFIG_WIDE: tuple[int, int, int, int] | None = (32, 8, 4, 4)
 _WIDE_MIN_PROGRAMS_PER_SM = 1.75
 # Given dt_proj's input (dt_low_q, ...), dt is computed inside the scan kernel
@@ -488,10 +490,11 @@ def _decode_dt_weight() -> str:
     return value
 
 
-def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device) -> tuple[int, int, int, int]:
+def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device,
+                    is_int8: bool) -> tuple[int, int, int, int]:
     """(BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked prefill kernel for this shape."""
     wide = _CHUNKED_CONFIG_WIDE
-    if wide is not None and not interpret_mode() and block_n // wide[3] * wide[0] >= 32 * wide[2]:
+    if wide is not None and is_int8 and not interpret_mode() and block_n // wide[3] * wide[0] >= 32 * wide[2]:
         if batch * triton.cdiv(dim, wide[0]) >= _WIDE_MIN_PROGRAMS_PER_SM * _num_sms(device):
             return wide
     block_d, chunk, num_warps, state_rows = _CHUNKED_CONFIG
@@ -530,7 +533,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     block_n = next_pow2(dstate)
     time_parallel = seqlen > 1 and _PREFILL_IMPL == "chunked"
     if time_parallel:
-        block_d, chunk, num_warps, state_rows = _chunked_config(batch, dim, block_n, u.device)
+        block_d, chunk, num_warps, state_rows = _chunked_config(batch, dim, block_n, u.device, u.dtype == torch.int8)
     else:
         # Serial prefill: 16 channels x 8-step chunks a program, one warp (the
         # best of the block/chunk sweep in docs/kernels.md: many short

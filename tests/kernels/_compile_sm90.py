@@ -104,13 +104,24 @@ _SCAN = dict(IS_INT8=True, HAS_D=True, HAS_Z=True, HAS_DT_BIAS=True, HAS_H0=True
              DTW_PER_CHANNEL=False, BLOCK_N=16)
 
 
-def prefill_scan(fused_dt, wide=False):
-    """wide: the configuration for many programs (selective_scan's _CHUNKED_CONFIG_WIDE)."""
+def prefill_scan(fused_dt, wide=False, segmented=False):
+    """wide: the configuration for many programs (selective_scan's _CHUNKED_CONFIG_WIDE);
+    segmented: the rows are segments of one sequence (selective_scan_segments)."""
     block_d, chunk, num_warps, rows = (32, 8, 4, 4) if wide else (16, 8, 4, 2)
     _compile(_jit("selective_scan", "_selective_scan_chunked_kernel"),
              dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if fused_dt else 1, BLOCK_D=block_d, CHUNK=chunk,
-                  STATE_ROWS=rows, SCAN_IN_ORDER=False, USE_PDL=True),
+                  STATE_ROWS=rows, SCAN_IN_ORDER=False, USE_PDL=True, SEGMENTED=segmented),
              _SCAN_PTRS, num_warps=num_warps)
+
+
+def scan_segments(int8):
+    """The combination of the segments' states and the correction of their outputs."""
+    _compile(_jit("selective_scan_segments", "_combine_kernel"), dict(BLOCK=256), {})
+    ptrs = {"y_ptr": "*fp16", **({p: I8 for p in ("dt_ptr", "z_ptr", "C_ptr")} if int8 else
+                                  {p: "*fp16" for p in ("dt_ptr", "z_ptr", "C_ptr")})}
+    _compile(_jit("selective_scan_segments", "_correct_kernel"),
+             dict(IS_INT8=int8, HAS_Z=True, HAS_DT_BIAS=True, DT_SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16, CHUNK=8),
+             ptrs)
 
 
 def decode_scan(dtw_early, block_d=16, num_warps=1):
@@ -180,6 +191,9 @@ CASES = [
     ("prefill_scan", prefill_scan, dict(fused_dt=False)),
     ("prefill_scan[fused_dt]", prefill_scan, dict(fused_dt=True)),
     ("prefill_scan[wide]", prefill_scan, dict(fused_dt=False, wide=True)),
+    ("prefill_scan[wide,segmented]", prefill_scan, dict(fused_dt=False, wide=True, segmented=True)),
+    ("scan_segments[int8]", scan_segments, dict(int8=True)),
+    ("scan_segments[fp16]", scan_segments, dict(int8=False)),
     ("decode_scan", decode_scan, dict(dtw_early=True)),
     ("decode_scan[b4]", decode_scan, dict(dtw_early=True, block_d=32, num_warps=2)),
     ("decode_scan[loop]", decode_scan, dict(dtw_early=False)),

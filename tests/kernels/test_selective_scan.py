@@ -207,6 +207,21 @@ def test_selective_scan_wide_tiles_from_about_two_programs_an_sm(monkeypatch):
     assert pick(64, 5120) == narrow
 
 
+def test_selective_scan_segments_rule(monkeypatch):
+    """One sequence is cut into segments only where it leaves the GPU short of programs (the
+    narrower models), into a power of two of at least 512 steps each."""
+    monkeypatch.setattr(scan_mod, "interpret_mode", lambda: False)
+    monkeypatch.setattr(scan_mod, "_num_sms", lambda device: 132)
+    count = lambda length, dim, batch=1, int8=True: scan_mod._segment_count(  # noqa: E731
+        batch, length, dim, torch.device("cuda"), int8)
+    assert [count(2048, d) for d in (5120, 4096, 3072, 2048, 1536)] == [1, 1, 2, 4, 4]
+    assert [count(n, 1536) for n in (512, 1023, 1024, 4096)] == [1, 1, 2, 4]
+    assert [count(n, 1536, int8=False) for n in (1024, 2047, 2048)] == [1, 1, 4]     # float inputs
+    assert count(2048, 1536, batch=2) == 1
+    monkeypatch.setattr(scan_mod, "_PREFILL_SEGMENTS", 3)
+    assert count(2048, 5120) == 3 and count(2, 5120) == 2
+
+
 @pytest.mark.skipif(not GPU, reason="the interpreter runs the narrow tiles (the layout test covers the wide ones)")
 def test_selective_scan_wide_tiles_match_reference(monkeypatch):
     """A prefill with programs enough for the wide tiles (spied) matches the reference."""
@@ -249,3 +264,26 @@ def test_selective_scan_interpreter_in_order_equals_associative(monkeypatch):
     monkeypatch.setattr(scan_mod, "_INTERPRETER_SCAN", "associative")
     y2, h2 = selective_scan_int8(**args)
     assert torch.equal(y, y2) and torch.equal(h, h2)
+
+
+@pytest.mark.parametrize("segments", [2, 3])
+@pytest.mark.parametrize("with_z,with_state", [(True, True), (False, False)])
+def test_selective_scan_segments_match_reference(segments, with_z, with_state, device, monkeypatch):
+    """One sequence cut into segments scanned in parallel, their states combined and their
+    outputs corrected (selective_scan_segments) gives the reference's scan: int8 and float
+    paths, a ragged last segment, with and without gate and initial state, the correction in
+    blocks of 8 steps (several a segment)."""
+    monkeypatch.setattr(scan_mod, "_PREFILL_SEGMENTS", segments)
+    monkeypatch.setattr(scan_mod, "_DTSUM_EVERY", 8)
+    b, l, d, n = (1, 29, 12, 16) if device.type == "cpu" else (1, 1000, 1280, 16)
+    args = _int8_case(b, l, d, n, device, with_z=with_z, with_state=with_state)
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
+    u, dt = torch.randn(b, l, d, device=device), torch.rand(b, l, d, device=device) - 3
+    B, C = torch.randn(b, l, n, device=device), torch.randn(b, l, n, device=device)
+    z = torch.randn(b, l, d, device=device) if with_z else None
+    h0 = torch.randn(b, d, n, device=device) if with_state else None
+    y, h = selective_scan(u, dt, args["A"], B, C, args["D"], z, args["dt_bias"], True, h0)
+    ref_y, ref_h = selective_scan_ref(u, dt, args["A"], B, C, args["D"], z, args["dt_bias"], True, h0)
+    assert rel_err(y, ref_y) < 1e-5 and rel_err(h, ref_h) < STATE_TOL

@@ -37,19 +37,11 @@ import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
                       pdl_wait, quantize_int8, scalar_scale)
+from ._scan_math import output_gate, step_dt
 from .int8_linear import int8_linear_quant
+from .selective_scan_segments import combine_segments, correct_segments
 
 __all__ = ["selective_scan_int8", "selective_scan"]
-
-
-@triton.jit
-def _softplus(x):
-    # torch's softplus (threshold 20); log1p(e) via log(1+e) * e / ((1+e) - 1),
-    # which stays accurate where e is tiny.
-    e = tl.exp(x)
-    u = 1.0 + e
-    lp = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
-    return tl.where(x > 20.0, x, lp)
 
 
 @triton.jit
@@ -114,26 +106,16 @@ def _chunk_inputs(u, dt, Bc, Cc, z, dt_bias, u_s, dt_s, B_s, C_s, z_s,
     C, and the output gate SiLU(z) (u, unused, without z). dt_bias comes
     broadcastable against dt."""
     u = u.to(tl.float32)
-    dt = dt.to(tl.float32)
     Bc = Bc.to(tl.float32)
     Cc = Cc.to(tl.float32)
-    gate = u
-    if HAS_Z:
-        gate = z.to(tl.float32)
     if IS_INT8:
         u = u * u_s
-        dt = dt * dt_s
         Bc = Bc * B_s
         Cc = Cc * C_s
-        if HAS_Z:
-            gate = gate * z_s
-    if HAS_DT_BIAS:
-        dt = dt + dt_bias
-    if DT_SOFTPLUS:
-        dt = _softplus(dt)
+    gate = u
     if HAS_Z:
-        gate = gate / (1.0 + tl.exp(-gate))
-    return u, dt, Bc, Cc, gate
+        gate = output_gate(z, z_s, IS_INT8)
+    return u, step_dt(dt, dt_bias, dt_s, IS_INT8, HAS_DT_BIAS, DT_SOFTPLUS), Bc, Cc, gate
 
 
 @triton.jit
@@ -279,9 +261,9 @@ def _selective_scan_kernel(
 @triton.jit
 def _selective_scan_chunked_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, h0_ptr, y_ptr, hT_ptr,
-    lq_ptr, dtw_ptr,
+    lq_ptr, dtw_ptr, dtsum_ptr,
     u_scale_ptr, dt_scale_ptr, B_scale_ptr, C_scale_ptr, z_scale_ptr, lq_scale_ptr, dtw_scale_ptr,
-    L, DIM, NSTATE, R,
+    L, DIM, NSTATE, R, L_TOTAL, DTSUM_BLOCKS,
     stride_ub, stride_ul, stride_ud,
     stride_tb, stride_tl, stride_td,
     stride_ad, stride_an,
@@ -297,9 +279,15 @@ def _selective_scan_chunked_kernel(
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, STATE_ROWS: tl.constexpr,
-    SCAN_IN_ORDER: tl.constexpr, USE_PDL: tl.constexpr,
+    SCAN_IN_ORDER: tl.constexpr, USE_PDL: tl.constexpr, SEGMENTED: tl.constexpr = False,
+    DTSUM_EVERY: tl.constexpr = 64,
 ):
     """The chunked scan: a chunk of CHUNK timesteps at a time, by an associative scan.
+
+    SEGMENTED: the batch rows are the L-step segments of one sequence of L_TOTAL steps (the
+    last one shorter), each scanned from a zero state (the first from h0); hT gets each
+    segment's last state, and dtsum (segments, DTSUM_BLOCKS + 1, DIM) the segment's sums of
+    dt before each DTSUM_EVERY-step block and in all, for ``selective_scan_segments``.
 
     The state index n is split as n = row * COLS + col, and the state is held as
     a (STATE_ROWS, BLOCK_D, COLS) tile; a chunk's steps are (CHUNK, STATE_ROWS,
@@ -319,6 +307,8 @@ def _selective_scan_chunked_kernel(
     n3 = n_rc[:, None, :]                                                            # (ROWS, 1, COLS)
     d3 = offs_d[None, :, None]
     st_mask = nm_rc[:, None, :] & dm[None, :, None]
+    if SEGMENTED:
+        L = tl.minimum(L, L_TOTAL - pid_b * L)
     pdl_wait(USE_PDL)
 
     # Padded state entries get A = 0 and B = 0, so they stay exactly zero. A is
@@ -331,10 +321,13 @@ def _selective_scan_chunked_kernel(
     if HAS_H0:
         h = tl.load(h0_ptr + pid_b * stride_hb + d3 * stride_hd + n3 * stride_hn,
                     mask=st_mask, other=0.0).to(tl.float32)[None, :, :, :]
+        if SEGMENTED:   # the segments after the first start from zero (all read h0: stride_hb = 0)
+            h = tl.where(pid_b == 0, h, 0.0)
     else:
         h = tl.zeros((1, STATE_ROWS, BLOCK_D, COLS), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
+    dt_total = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dtb = tl.zeros((1, BLOCK_D), dtype=tl.float32)
     if HAS_DT_BIAS:
         dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[None, :]
@@ -399,6 +392,11 @@ def _selective_scan_chunked_kernel(
         # Steps past the end get dt = 0 (u and B load as 0): the identity map,
         # so the chunk's last step is the state after step L - 1.
         dt = tl.where(((t0 + offs_t) < L)[:, None], dt, 0.0)
+        if SEGMENTED:
+            if t0 % DTSUM_EVERY == 0:
+                tl.store(dtsum_ptr + (pid_b * (DTSUM_BLOCKS + 1) + t0 // DTSUM_EVERY) * DIM + offs_d, dt_total,
+                         mask=dm)
+            dt_total += tl.sum(dt, axis=0)
         dA = tl.exp2(dt[:, None, :, None] * A[None, :, :, :])        # (CHUNK, ROWS, BLOCK_D, COLS)
         dBu = (dt * u)[:, None, :, None] * Bc[:, :, None, :]
         # The carried state enters as the first step's offset (h -> dA_0 * h + dBu_0 applied to
@@ -423,6 +421,8 @@ def _selective_scan_chunked_kernel(
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + d3 * stride_fd + n3 * stride_fn,
              tl.reshape(h, (STATE_ROWS, BLOCK_D, COLS)).to(hT_ptr.dtype.element_ty), mask=st_mask)
+    if SEGMENTED:
+        tl.store(dtsum_ptr + (pid_b * (DTSUM_BLOCKS + 1) + DTSUM_BLOCKS) * DIM + offs_d, dt_total, mask=dm)
 
 
 @functools.lru_cache(maxsize=None)
@@ -455,6 +455,28 @@ _CHUNKED_CONFIG = (16, 8, 4, 2)
 # shapes still run it through the layout test). _CHUNKED_CONFIG_WIDE = None turns it off.
 _CHUNKED_CONFIG_WIDE: tuple[int, int, int, int] | None = (32, 8, 4, 4)
 _WIDE_MIN_PROGRAMS_PER_SM = 1.75
+# A prefill of one sequence cut into segments scanned in parallel, then corrected
+# (selective_scan_segments.py): None = by _segment_count's rule, an int forces the count
+# (1: never; tests and sweeps). It pays where the whole sequence leaves the GPU short of
+# programs, for the narrower models; the correction (an exp per state entry and step of every
+# segment after the first) costs more than it saves from 1.4b's d_inner up, and for segments
+# under 512 steps. H100, batch 1, graph-timed (benchmarks/scan_segments_sweep.py), µs
+# whole -> this rule's cut, int8 / fp16 inputs, 2048 steps (docs/sweeps/scan_segments_sweep_h100.json):
+# d_inner 3072 163 -> 148 / 173 -> 164 (2 segments), 2048 153 -> 126 / 166 -> 117 (4),
+# 1536 149 -> 89 / 161 -> 90 (4); 4096 steps: 2048 306 -> 251 / 330 -> 235, 1536 301 -> 165 /
+# 325 -> 184. d_inner 5120 at 2048 steps: 192 whole, 253-339 cut; 4096: 167, 188-257
+# (docs/sweeps/scan_segments_correct_configs_h100.json).
+_PREFILL_SEGMENTS: int | None = None
+_SEGMENT_BELOW_PROGRAMS_PER_SM = 1.5
+_SEGMENT_PROGRAMS_PER_SM = 1.4
+_MIN_SEGMENT_LEN = 512
+# In whole fp16 models the two launches a cut adds (the combination, the correction) cost more
+# than a cut of 1024 steps saves (docs/sweeps/prefill_segments_ab_h100.json: 130m 2.63-2.68
+# -> 2.77-2.80 ms, 370m 5.80-6.14 -> 6.22-6.42); W8A8 models gain there (130m 3.37 -> 3.16).
+_MIN_FLOAT_CUT_LEN = 2048
+# The segments' sums of dt are kept every _DTSUM_EVERY steps (a multiple of the chunk): the
+# correction runs that many steps a program, all blocks in parallel.
+_DTSUM_EVERY = 64
 # Given dt_proj's input (dt_low_q, ...), dt is computed inside the scan kernel
 # ("fused") or by int8_linear_quant first ("launch"); the int8 dt is the same.
 # H100, mamba-2.8b shapes (docs/sweeps/scan_sweep_h100.json, scan_decode_batches_h100.json):
@@ -488,6 +510,27 @@ def _decode_dt_weight() -> str:
     if value not in ("early", "loop"):
         raise ValueError(f"QUAMBA_SCAN_DTW={value!r}: use early or loop")
     return value
+
+
+def _segment_count(batch: int, seqlen: int, dim: int, device: torch.device, is_int8: bool = True) -> int:
+    """Into how many segments a prefill of one sequence is cut (selective_scan_segments):
+    _PREFILL_SEGMENTS when set; else, where the whole sequence gives the chunked kernel fewer
+    than _SEGMENT_BELOW_PROGRAMS_PER_SM programs an SM, the fewest (a power of two) that make
+    _SEGMENT_PROGRAMS_PER_SM programs of 32 channels, each segment at least _MIN_SEGMENT_LEN
+    steps (float inputs: sequences of _MIN_FLOAT_CUT_LEN steps or more); 1 (no cut) otherwise."""
+    if batch != 1:
+        return 1
+    if _PREFILL_SEGMENTS is not None:
+        return max(1, min(_PREFILL_SEGMENTS, seqlen))
+    sms = _num_sms(device)
+    if interpret_mode() or triton.cdiv(dim, _CHUNKED_CONFIG[0]) >= _SEGMENT_BELOW_PROGRAMS_PER_SM * sms:
+        return 1
+    if not is_int8 and seqlen < _MIN_FLOAT_CUT_LEN:
+        return 1
+    segments = 2
+    while segments * triton.cdiv(dim, 32) < _SEGMENT_PROGRAMS_PER_SM * sms and seqlen // (2 * segments) >= _MIN_SEGMENT_LEN:
+        segments *= 2
+    return segments if seqlen // segments >= _MIN_SEGMENT_LEN else 1
 
 
 def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device,
@@ -532,8 +575,13 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
     block_n = next_pow2(dstate)
     time_parallel = seqlen > 1 and _PREFILL_IMPL == "chunked"
+    is_int8 = u.dtype == torch.int8
+    # One long sequence: scanned as segments in parallel, then corrected (selective_scan_segments).
+    segments = _segment_count(batch, seqlen, dim, u.device, is_int8) if time_parallel and dt_proj is None else 1
+    seg_len = triton.cdiv(seqlen, segments)
+    segments = triton.cdiv(seqlen, seg_len)
     if time_parallel:
-        block_d, chunk, num_warps, state_rows = _chunked_config(batch, dim, block_n, u.device, u.dtype == torch.int8)
+        block_d, chunk, num_warps, state_rows = _chunked_config(batch * segments, dim, block_n, u.device, is_int8)
     else:
         # Serial prefill: 16 channels x 8-step chunks a program, one warp (the
         # best of the block/chunk sweep in docs/kernels.md: many short
@@ -576,27 +624,43 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         lq_strides, w_strides = (0, 0, 0), (0, 0)
     h0 = initial_state if initial_state is not None else final
     zz = z if z is not None else u
-    grid = (batch, triton.cdiv(dim, block_d))
+    tensors, length, segment_args = (u, dt, B, C, zz, y), seqlen, ()
+    if segments > 1:
+        # The segments are the batch rows of the chunked kernel: a row's stride is a segment's
+        # steps; each row's last state and sum of dt go to scratch for the combination.
+        h_end = torch.empty(segments, dim, dstate, dtype=torch.float32, device=u.device)
+        dt_blocks = triton.cdiv(seg_len, _DTSUM_EVERY)
+        dt_sum = torch.empty(segments, dt_blocks + 1, dim, dtype=torch.float32, device=u.device)
+        # (the views are one step long, to stay within the storage: the kernel reads strides only)
+        tensors, length = [t.as_strided((segments, 1, t.shape[2]), (seg_len * t.stride(1),) + t.stride()[1:])
+                           for t in tensors], seg_len
+        final_kernel, segment_args = h_end, (dt_sum,)
+    else:
+        final_kernel = final
+    su, sdt, sB, sC, sz, sy = tensors
+    grid = (batch * segments, triton.cdiv(dim, block_d))
     if time_parallel:
         kernel = _selective_scan_chunked_kernel
-        layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order")
+        layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order",
+                      SEGMENTED=segments > 1, DTSUM_EVERY=_DTSUM_EVERY)
+        segment_args = segment_args or (dummy,)
     else:
         kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None,
                                                       DTW_EARLY=dtw_early)
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
-        dt_bias if dt_bias is not None else dummy, h0, y, final, lq, dtw,
+        dt_bias if dt_bias is not None else dummy, h0, y, final_kernel, lq, dtw, *segment_args,
         *scales,
-        seqlen, dim, dstate, rank,
-        u.stride(0), u.stride(1), u.stride(2),
-        dt.stride(0), dt.stride(1), dt.stride(2),
+        length, dim, dstate, rank, *((seqlen, dt_blocks if segments > 1 else 0) if time_parallel else ()),
+        su.stride(0), su.stride(1), su.stride(2),
+        sdt.stride(0), sdt.stride(1), sdt.stride(2),
         A.stride(0), A.stride(1),
-        B.stride(0), B.stride(1), B.stride(2),
-        C.stride(0), C.stride(1), C.stride(2),
-        zz.stride(0), zz.stride(1), zz.stride(2),
-        h0.stride(0), h0.stride(1), h0.stride(2),
-        y.stride(0), y.stride(1), y.stride(2),
-        final.stride(0), final.stride(1), final.stride(2),
+        sB.stride(0), sB.stride(1), sB.stride(2),
+        sC.stride(0), sC.stride(1), sC.stride(2),
+        sz.stride(0), sz.stride(1), sz.stride(2),
+        h0.stride(0) if segments == 1 else 0, h0.stride(1), h0.stride(2),
+        sy.stride(0), sy.stride(1), sy.stride(2),
+        final_kernel.stride(0), final_kernel.stride(1), final_kernel.stride(2),
         *lq_strides, *w_strides,
         IS_INT8=u.dtype == torch.int8, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_DT_BIAS=dt_bias is not None, HAS_H0=initial_state is not None,
@@ -605,6 +669,10 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps, **layout,
         **pdl_launch_options(u.device),
     )
+    if segments > 1:
+        combine_segments(h_end, dt_sum, A, final[0])
+        correct_segments(y[0], dt[0], z[0] if z is not None else None, C[0], A, dt_bias, h_end, dt_sum,
+                         (scales[1], scales[3], scales[4]), seg_len, _DTSUM_EVERY, is_int8, delta_softplus)
     return y, final
 
 

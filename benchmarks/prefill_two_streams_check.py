@@ -95,4 +95,5 @@ for length in (1024, 2048):
             os.environ["QUAMBA_PDL"] = pdl
             rows.append(dict(tokens=length, what=name, pdl=pdl == "1", us=graph_us(build)))
             print(rows[-1], flush=True)
+os.environ.pop("QUAMBA_PDL", None)   # each row records its own setting
 json.dump({"environment": B.environment(), "rows": rows}, open(args.json, "w"), indent=1)

@@ -1,6 +1,6 @@
 """One sequence's prefill scan cut into S segments (selective_scan_segments): graph-timed at
 batch 1 against S = 1 (the whole sequence in one pass), int8 (W8A8) and fp16 inputs, for the
-d_inner of mamba-2.8b (5120), 1.4b (4096) and 370m (2048). Each output is checked against
+d_inner of mamba-790m (3072), 370m (2048) and 130m (1536) by default. Each output is checked against
 S = 1's (relative error of y and of the final state). "rule" is what _segment_count picks.
 Writes JSON.
 
@@ -22,9 +22,9 @@ scan_mod = importlib.import_module("quamba.kernels.triton.selective_scan")
 seg_mod = importlib.import_module("quamba.kernels.triton.selective_scan_segments")
 N = 16
 parser = argparse.ArgumentParser()
-parser.add_argument("--dims", default="5120,4096,2048")
-parser.add_argument("--lengths", default="1024,2048,4096")
-parser.add_argument("--segments", default="1,2,4,8")
+parser.add_argument("--dims", default="3072,2048,1536")
+parser.add_argument("--lengths", default="512,1024,2048,4096")
+parser.add_argument("--segments", default="1,2,4,8,16")
 parser.add_argument("--dtypes", default="int8,fp16")
 parser.add_argument("--correct-configs", default="",
                     help="(BLOCK_D, CHUNK, num_warps) of the correction kernel to try, 'a,b,c;d,e,f' (default: its own)")

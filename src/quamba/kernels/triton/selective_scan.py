@@ -450,7 +450,7 @@ _CHUNKED_CONFIG = (16, 8, 4, 2)
 # dim 5120 batch 1 x 2048 195 -> 236 (160 wide programs), 2 x 2048 370 -> 294 (320),
 # 4 x 2048 565 -> 456, 64 x 128 533 -> 413; dim 2048 3 x 1024 100 -> 120 (192 programs),
 # 4 x 512 86 -> 62 (256), 16 x 512 226 -> 182. Int8 inputs only: with an fp16 model's inputs
-# the wide tiles are slower at every shape measured (docs/sweeps/scan_config_fp16_h100.json:
+# the wide tiles are slower at most shapes measured, all of dim 5120's (docs/sweeps/scan_config_fp16_h100.json:
 # dim 5120 8 x 1024 514 -> 573, 64 x 128 493 -> 536). None for the interpreter (CI's small
 # shapes still run it through the layout test). _CHUNKED_CONFIG_WIDE = None turns it off.
 _CHUNKED_CONFIG_WIDE: tuple[int, int, int, int] | None = (32, 8, 4, 4)
@@ -459,12 +459,13 @@ _WIDE_MIN_PROGRAMS_PER_SM = 1.75
 # (selective_scan_segments.py): None = by _segment_count's rule, an int forces the count
 # (1: never; tests and sweeps). It pays where the whole sequence leaves the GPU short of
 # programs, for the narrower models; the correction (an exp per state entry and step of every
-# segment after the first) costs more than it saves from 1.4b's d_inner up, and for segments
-# under 512 steps. H100, batch 1, graph-timed (benchmarks/scan_segments_sweep.py), µs
+# segment after the first) costs more than it saves from 1.4b's d_inner up, and cuts of a
+# 512-step sequence were slower. The rule is a compromise: more, shorter segments are faster
+# at some shapes (int8, d_inner 2048, 2048 steps: 8 segments 103 µs against this rule's 4, 126). H100, batch 1, graph-timed (benchmarks/scan_segments_sweep.py), µs
 # whole -> this rule's cut, int8 / fp16 inputs, 2048 steps (docs/sweeps/scan_segments_sweep_h100.json):
 # d_inner 3072 163 -> 148 / 173 -> 164 (2 segments), 2048 153 -> 126 / 166 -> 117 (4),
 # 1536 149 -> 89 / 161 -> 90 (4); 4096 steps: 2048 306 -> 251 / 330 -> 235, 1536 301 -> 165 /
-# 325 -> 184. d_inner 5120 at 2048 steps: 192 whole, 253-339 cut; 4096: 167, 188-257
+# 325 -> 184. d_inner 5120 at 2048 steps: 192 whole, 253-339 cut; d_inner 4096: 167, 188-257
 # (docs/sweeps/scan_segments_correct_configs_h100.json).
 _PREFILL_SEGMENTS: int | None = None
 _SEGMENT_BELOW_PROGRAMS_PER_SM = 1.5
@@ -516,8 +517,8 @@ def _segment_count(batch: int, seqlen: int, dim: int, device: torch.device, is_i
     """Into how many segments a prefill of one sequence is cut (selective_scan_segments):
     _PREFILL_SEGMENTS when set; else, where the whole sequence gives the chunked kernel fewer
     than _SEGMENT_BELOW_PROGRAMS_PER_SM programs an SM, the fewest (a power of two) that make
-    _SEGMENT_PROGRAMS_PER_SM programs of 32 channels, each segment at least _MIN_SEGMENT_LEN
-    steps (float inputs: sequences of _MIN_FLOAT_CUT_LEN steps or more); 1 (no cut) otherwise."""
+    _SEGMENT_PROGRAMS_PER_SM programs of 32 channels, of about _MIN_SEGMENT_LEN steps or more (the
+    last may be shorter; float inputs: sequences of _MIN_FLOAT_CUT_LEN steps or more); 1 otherwise."""
     if batch != 1:
         return 1
     if _PREFILL_SEGMENTS is not None:
@@ -629,6 +630,8 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         # The segments are the batch rows of the chunked kernel: a row's stride is a segment's
         # steps; each row's last state and sum of dt go to scratch for the combination.
         h_end = torch.empty(segments, dim, dstate, dtype=torch.float32, device=u.device)
+        if _DTSUM_EVERY % chunk:   # the kernel stores the dt sums at chunk starts only
+            raise ValueError(f"{op}: _DTSUM_EVERY={_DTSUM_EVERY} must be a multiple of the chunk ({chunk})")
         dt_blocks = triton.cdiv(seg_len, _DTSUM_EVERY)
         dt_sum = torch.empty(segments, dt_blocks + 1, dim, dtype=torch.float32, device=u.device)
         # (the views are one step long, to stay within the storage: the kernel reads strides only)

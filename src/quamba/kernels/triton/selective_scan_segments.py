@@ -1,7 +1,7 @@
 """One long sequence scanned as parallel segments, then corrected.
 
-At one sequence the chunked prefill scan has too few programs for the GPU (mamba-2.8b: 320
-of 16 channels; with more programs its loop runs about 1.9x faster per token, see
+At one sequence the chunked prefill scan has too few programs for the GPU on the narrower
+models (mamba-130m: 96 of 16 channels; with more programs its loop runs faster per token, see
 docs/kernels.md). So ``selective_scan.py`` may cut a sequence of L steps into S segments of
 ``seg_len`` steps and scan them as S rows of one batch, each from a zero state (the first from
 the given h0), recording each segment's last state ``h_end[s]`` and its sum of dt

@@ -13,6 +13,8 @@ import statistics
 
 import torch
 
+from _scan_inputs import int8_scan_inputs
+
 from quamba.eval import bench as B
 from quamba.kernels.triton import int8_linear, int8_linear_quant, selective_scan_int8
 
@@ -28,15 +30,6 @@ def i8(*shape):
 
 def scalar(v):
     return torch.tensor(v, device="cuda")
-
-
-def scan_inputs(length):
-    xz, dbl = i8(1, length, 2 * D), i8(1, length, 2 * N)
-    return dict(u_q=xz[..., :D], u_scale=scalar(0.02), dt_q=i8(1, length, D), dt_scale=scalar(0.01),
-                A=-torch.exp(torch.rand(D, N, device="cuda") * 2.5), B_q=dbl[..., :N], B_scale=scalar(0.03),
-                C_q=dbl[..., N:], C_scale=scalar(0.03), D=torch.randn(D, device="cuda"), z_q=xz[..., D:],
-                z_scale=scalar(0.04), dt_bias=torch.randn(D, device="cuda") - 4,
-                initial_state=torch.randn(1, D, N, device="cuda"))
 
 
 def graph_us(build):
@@ -61,7 +54,7 @@ rows = []
 side, other = torch.cuda.Stream(), torch.cuda.Stream()
 for length in (1024, 2048):
     x_in, w_in, x_out, w_out, one = i8(length, D_MODEL), i8(2 * D, D_MODEL), i8(length, D), i8(D_MODEL, D), scalar(0.01)
-    scan_args = scan_inputs(length)
+    scan_args = int8_scan_inputs(1, length, D, N)
 
     def gemms():
         int8_linear_quant(x_in, w_in, one, one, None, one)

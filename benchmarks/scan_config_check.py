@@ -10,8 +10,8 @@ import argparse
 import importlib
 import json
 
-import torch
 
+from _scan_inputs import float_scan_inputs, int8_scan_inputs
 from _timing import graph_us
 
 from quamba.eval import bench as B
@@ -30,25 +30,6 @@ args = parser.parse_args()
 n = 16
 
 
-def inputs(batch, seqlen, d):
-    i8 = lambda *s: torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")   # noqa: E731
-    s = lambda v: torch.tensor(v, device="cuda")                                  # noqa: E731
-    xz, dbl = i8(batch, seqlen, 2 * d), i8(batch, seqlen, 2 * n)
-    return dict(u_q=xz[..., :d], u_scale=s(0.02), dt_q=i8(batch, seqlen, d), dt_scale=s(0.01),
-                A=-torch.exp(torch.rand(d, n, device="cuda") * 2.5), B_q=dbl[..., :n], B_scale=s(0.03),
-                C_q=dbl[..., n:], C_scale=s(0.03), D=torch.randn(d, device="cuda"), z_q=xz[..., d:],
-                z_scale=s(0.04), dt_bias=torch.randn(d, device="cuda") - 4,
-                initial_state=torch.randn(batch, d, n, device="cuda"))
-
-
-def as_fp16(a):
-    """The float scan's inputs (an fp16 model's: u, dt, z, B and C in fp16) from the int8 ones."""
-    f = lambda q, sc: (q.float() * a[sc]).half()   # noqa: E731
-    return dict(u=f(a["u_q"], "u_scale"), delta=f(a["dt_q"], "dt_scale"), A=a["A"], B=f(a["B_q"], "B_scale"),
-                C=f(a["C_q"], "C_scale"), D=a["D"], z=f(a["z_q"], "z_scale"), delta_bias=a["dt_bias"],
-                delta_softplus=True, initial_state=a["initial_state"])
-
-
 rows = []
 default, wide = scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE
 try:
@@ -57,9 +38,9 @@ try:
         scan = selective_scan_int8 if dtype == "int8" else selective_scan
         for d in map(int, args.dims.split(",")):
             for batch, seqlen in SHAPES:
-                sets = [inputs(batch, seqlen, d) for _ in range(3)]
+                sets = [int8_scan_inputs(batch, seqlen, d, n) for _ in range(3)]
                 if dtype != "int8":
-                    sets = [as_fp16(a) for a in sets]
+                    sets = [float_scan_inputs(a) for a in sets]
                 ref = scan(**sets[0])[0].float()
                 for cfg in CONFIGS:
                     scan_mod._CHUNKED_CONFIG = cfg

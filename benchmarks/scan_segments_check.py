@@ -10,8 +10,8 @@ distinct inputs. Writes JSON.
 import argparse
 import json
 
-import torch
 
+from _scan_inputs import int8_scan_inputs
 from _timing import graph_us
 
 from quamba.eval import bench as B
@@ -25,21 +25,10 @@ args = parser.parse_args()
 d, n = args.dim, 16
 
 
-def inputs(batch, seqlen):
-    i8 = lambda *s: torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")   # noqa: E731
-    s = lambda v: torch.tensor(v, device="cuda")                                  # noqa: E731
-    xz, dbl = i8(batch, seqlen, 2 * d), i8(batch, seqlen, 2 * n)
-    return dict(u_q=xz[..., :d], u_scale=s(0.02), dt_q=i8(batch, seqlen, d), dt_scale=s(0.01),
-                A=-torch.exp(torch.rand(d, n, device="cuda") * 2.5), B_q=dbl[..., :n], B_scale=s(0.03),
-                C_q=dbl[..., n:], C_scale=s(0.03), D=torch.randn(d, device="cuda"), z_q=xz[..., d:],
-                z_scale=s(0.04), dt_bias=torch.randn(d, device="cuda") - 4,
-                initial_state=torch.randn(batch, d, n, device="cuda"))
-
-
 rows = []
 for batch in (1, 2, 4, 8, 16, 32):
     seqlen = args.tokens // batch
-    sets = [inputs(batch, seqlen) for _ in range(4)]
+    sets = [int8_scan_inputs(batch, seqlen, d, n) for _ in range(4)]
     us = graph_us([lambda a=a: selective_scan_int8(**a) for a in sets])
     rows.append({"batch": batch, "seqlen": seqlen, "us": us})
     print(rows[-1], flush=True)

@@ -13,6 +13,7 @@ import json
 
 import torch
 
+from _scan_inputs import float_scan_inputs, int8_scan_inputs
 from _timing import graph_us
 
 from quamba.eval import bench as B
@@ -32,25 +33,6 @@ parser.add_argument("--json", required=True)
 args = parser.parse_args()
 
 
-def int8_inputs(length, d):
-    i8 = lambda *s: torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")   # noqa: E731
-    s = lambda v: torch.tensor(v, device="cuda")                                  # noqa: E731
-    xz, dbl = i8(1, length, 2 * d), i8(1, length, 2 * N)
-    return dict(u_q=xz[..., :d], u_scale=s(0.02), dt_q=i8(1, length, d), dt_scale=s(0.01),
-                A=-torch.exp(torch.rand(d, N, device="cuda") * 2.5), B_q=dbl[..., :N], B_scale=s(0.03),
-                C_q=dbl[..., N:], C_scale=s(0.03), D=torch.randn(d, device="cuda"), z_q=xz[..., d:],
-                z_scale=s(0.04), dt_bias=torch.randn(d, device="cuda") - 4,
-                initial_state=torch.randn(1, d, N, device="cuda"))
-
-
-def fp16_inputs(length, d):
-    a = int8_inputs(length, d)
-    f = lambda q, sc: (q.float() * a[sc]).half()   # noqa: E731
-    return dict(u=f(a["u_q"], "u_scale"), delta=f(a["dt_q"], "dt_scale"), A=a["A"], B=f(a["B_q"], "B_scale"),
-                C=f(a["C_q"], "C_scale"), D=a["D"], z=f(a["z_q"], "z_scale"), delta_bias=a["dt_bias"],
-                delta_softplus=True, initial_state=a["initial_state"])
-
-
 def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -58,10 +40,12 @@ def rel(a, b):
 rows = []
 try:
     for dtype in args.dtypes.split(","):
-        scan, make = (selective_scan_int8, int8_inputs) if dtype == "int8" else (selective_scan, fp16_inputs)
+        scan = selective_scan_int8 if dtype == "int8" else selective_scan
         for d in map(int, args.dims.split(",")):
             for length in map(int, args.lengths.split(",")):
-                sets = [make(length, d) for _ in range(3)]
+                sets = [int8_scan_inputs(1, length, d, N) for _ in range(3)]
+                if dtype != "int8":
+                    sets = [float_scan_inputs(a) for a in sets]
                 scan_mod._PREFILL_SEGMENTS = None
                 rule = scan_mod._segment_count(1, length, d, torch.device("cuda"), dtype == "int8")
                 scan_mod._PREFILL_SEGMENTS = 1

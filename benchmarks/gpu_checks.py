@@ -6,12 +6,15 @@
         the W8A8 checkpoint through the fused Triton kernels (CUDA) vs the PyTorch int8
         reference (CPU), both with their fp parts in --gpu-dtype (fp16): perplexity (within
         0.5%), 64 greedy tokens from PROMPT and from --prompts more prompts cut from the text.
+        --exact: both in exact numerics (QUAMBA_NUMERICS=exact, quamba.kernels.numerics);
+        the teacher-forced logits are then also compared bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -65,6 +68,7 @@ def _teacher_forced(cpu, gpu, tok, cpu_tokens):
     return {"positions": n, "argmax_agree": n - len(disagree), "disagree_at": disagree,
             "ref_margin_at_disagreement": [float(margin[i]) for i in disagree],
             "ref_margin_median": float(margin.median()),
+            "logits_identical": bool(torch.equal(ref, got)),
             "max_abs_logit_diff": float((ref - got).abs().max()),
             "logit_rel_err": float((ref - got).norm() / ref.norm())}
 
@@ -77,8 +81,11 @@ def main():
     parser.add_argument("--max-windows", type=int, default=None)
     parser.add_argument("--gpu-dtype", default="fp16", help="dtype of both models' fp parts (w8a8)")
     parser.add_argument("--prompts", type=int, default=0, help="more greedy prompts cut from --text (w8a8)")
+    parser.add_argument("--exact", action="store_true", help="both models in exact numerics (w8a8)")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
+    if args.exact:
+        os.environ["QUAMBA_NUMERICS"] = "exact"
     torch.set_num_threads(16)
     if args.what == "fp":
         cpu, tok = load_with_tokenizer(args.model, dtype="fp32", device="cpu")
@@ -88,6 +95,7 @@ def main():
         cpu, tok = load_with_tokenizer(args.model, dtype=args.gpu_dtype, device="cpu", backend="reference")
         gpu, _ = load_with_tokenizer(args.model, dtype=args.gpu_dtype, device="cuda", backend="triton")
     out = {"what": args.what, "model": args.model, "text": args.text,
+           "numerics": os.environ.get("QUAMBA_NUMERICS", "fast"),
            "cpu": _ppl(cpu, tok, args.text, args.max_windows), "gpu": _ppl(gpu, tok, args.text, args.max_windows)}
     out["ppl_rel_diff"] = out["gpu"]["ppl"] / out["cpu"]["ppl"] - 1
     prompt_ids = tok.encode(PROMPT)

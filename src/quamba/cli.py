@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,9 @@ DeviceOpt = typer.Option(None, "--device", help="cpu or cuda (default: cuda if a
 DtypeOpt = typer.Option("auto", "--dtype", help="fp32, fp16 or bf16 for the floating-point parts (auto: fp16 on CUDA, fp32 on CPU).")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="tokenizer.json path or hub id, if the model folder has none.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object (for scripts) instead of a table.")
+ExactOpt = typer.Option(False, "--exact", help="Quantized models: exact numerics (QUAMBA_NUMERICS=exact): the float "
+                        "work that rounds differently on a CPU and a GPU (norms, conv, scan, rotation, head) runs "
+                        "in fp64 and is rounded once, so every device gives the same tokens. Slower.")
 StateDtypeOpt = typer.Option("fp32", "--state-dtype", help="fp32, fp16 or bf16: the recurrent SSM state kept between "
                              "decode steps (computed in fp32 either way; fp16 halves its memory and traffic, as "
                              "mamba-ssm's fp16 models do).")
@@ -76,6 +80,18 @@ def _load(model, device, dtype, tokenizer=None):
         return load_with_tokenizer(model, dtype=dtype, device=device, tokenizer=tokenizer)
 
 
+def _exact_numerics(lm, exact: bool) -> None:
+    """--exact: this process computes in exact numerics (quamba.kernels.numerics)."""
+    if not exact:
+        return
+    if not hasattr(lm, "set_fake_quant"):
+        raise QuambaError("--exact applies to quantized models only: a float model's GEMMs sum floats in an "
+                          "order each device chooses")
+    from quamba.kernels.numerics import NUMERICS_ENV
+
+    os.environ[NUMERICS_ENV] = "exact"
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -93,7 +109,7 @@ def generate(
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
     seed: Optional[int] = typer.Option(None, help="Random seed for sampling."),
     device: Optional[str] = DeviceOpt, dtype: str = DtypeOpt, tokenizer: Optional[str] = TokenizerOpt,
-    state_dtype: str = StateDtypeOpt, as_json: bool = JsonOpt,
+    state_dtype: str = StateDtypeOpt, exact: bool = ExactOpt, as_json: bool = JsonOpt,
 ):
     """Continue a prompt, streaming tokens as they come (prefill once, then one recurrent step per token)."""
     import torch
@@ -102,6 +118,7 @@ def generate(
 
     ssm_state_dtype = _state_dtype(state_dtype)
     lm, tok = _load(model, device, dtype, tokenizer)
+    _exact_numerics(lm, exact)
     lm.ssm_state_dtype = ssm_state_dtype
     ids = torch.tensor(tok.encode(prompt), dtype=torch.long)
     if ids.numel() == 0:
@@ -140,13 +157,14 @@ def ppl(
     max_windows: Optional[int] = typer.Option(None, "--max-windows", min=1, help="Evaluate only the first N windows."),
     fake_quant: bool = typer.Option(False, "--fake-quant", help="Quantized models: simulate int8 in floats."),
     device: Optional[str] = DeviceOpt, dtype: str = DtypeOpt, tokenizer: Optional[str] = TokenizerOpt,
-    as_json: bool = JsonOpt,
+    exact: bool = ExactOpt, as_json: bool = JsonOpt,
 ):
     """Perplexity over non-overlapping windows of a text (the number papers report on wikitext-2)."""
     from quamba.eval.data import eval_windows, read_text, tokenize_text
     from quamba.eval.perplexity import perplexity
 
     lm, tok = _load(model, device, dtype, tokenizer)
+    _exact_numerics(lm, exact)
     if fake_quant:
         if not hasattr(lm, "set_fake_quant"):
             raise QuambaError("--fake-quant applies to quantized models only")

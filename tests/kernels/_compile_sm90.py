@@ -92,10 +92,11 @@ def weight_only_linear(block_m, block_n, block_k, num_warps, x_type="*fp16"):
              {"x_ptr": x_type, "w_ptr": I8, "out_ptr": x_type}, num_warps=num_warps)
 
 
-def conv(block_l, block_d):
+def conv(block_l, block_d, exact=False):
     _compile(_jit("causal_conv1d", "_causal_conv1d_kernel"),
              dict(WIDTH=4, HAS_BIAS=True, HAS_STATE=True, SILU=True, IS_INT8=True, W_PER_CHANNEL=False,
-                  BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=4, USE_PDL=True),
+                  BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=4, USE_PDL=True,
+                  ACC=triton.language.float64 if exact else triton.language.float32),
              {p: I8 for p in ("x_ptr", "w_ptr", "state_ptr", "out_ptr", "new_state_ptr")})
 
 
@@ -124,24 +125,28 @@ def scan_segments(int8):
              ptrs)
 
 
-def decode_scan(dtw_early, block_d=16, num_warps=1):
+def decode_scan(dtw_early, block_d=16, num_warps=1, chunk=1, exact=False):
     """dtw_early: dt_proj's weight rows whole before pdl_wait (the default; 2.8b's rank 160
-    in one 256 block), else in 32-wide K blocks (QUAMBA_SCAN_DTW=loop)."""
+    in one 256 block), else in 32-wide K blocks (QUAMBA_SCAN_DTW=loop). exact: fp64 (exact
+    numerics; with chunk 8, the serial prefill)."""
+    ptrs = dict(_SCAN_PTRS, A_ptr="*fp64") if exact else _SCAN_PTRS
     _compile(_jit("selective_scan", "_selective_scan_kernel"),
-             dict(_SCAN, FUSED_DT=True, BLOCK_R=256 if dtw_early else 32, BLOCK_D=block_d, CHUNK=1, EARLY_STATE=True,
-                  USE_PDL=True, DTW_EARLY=dtw_early), _SCAN_PTRS, num_warps=num_warps)
+             dict(_SCAN, FUSED_DT=True, BLOCK_R=256 if dtw_early else 32, BLOCK_D=block_d, CHUNK=chunk,
+                  EARLY_STATE=True, USE_PDL=True, DTW_EARLY=dtw_early,
+                  ACC=triton.language.float64 if exact else triton.language.float32), ptrs, num_warps=num_warps)
 
 
-def rmsnorm(rows, warps, early_trigger=False):
+def rmsnorm(rows, warps, early_trigger=False, exact=False):
     _compile(_jit("rmsnorm_quant", "_add_rmsnorm_kernel"),
              dict(HAS_RESIDUAL=True, QUANT=True, BLOCK_D=4096, ROWS=rows, EARLY_RESIDUAL=True, USE_PDL=True,
-                  EARLY_TRIGGER=early_trigger),
+                  EARLY_TRIGGER=early_trigger, EXACT=exact),
              {"h_ptr": "*fp16", "x_ptr": I8}, floats=("eps",), num_warps=warps)
 
 
-def hadamard_decode(trigger_first=False):
+def hadamard_decode(trigger_first=False, exact=False):
     _compile(_jit("hadamard_quant", "_hadamard_quant_kernel"),
-             dict(M_FACTOR=20, M_PAD=32, K=256, LOG_K=8, ROWS=1, MIX=2, USE_PDL=True, TRIGGER_FIRST=trigger_first),
+             dict(M_FACTOR=20, M_PAD=32, K=256, LOG_K=8, ROWS=1, MIX=0 if exact else 2, USE_PDL=True,
+                  TRIGGER_FIRST=trigger_first, ACC=triton.language.float64 if exact else triton.language.float32),
              {"y_ptr": "*fp16", "out_ptr": I8}, floats=("norm",), num_warps=16)
 
 
@@ -205,6 +210,12 @@ CASES = [
     ("hadamard_decode[trigger_first]", hadamard_decode, dict(trigger_first=True)),
     ("hadamard_decode[mma,trigger_first]", hadamard_decode_mma, dict(trigger_first=True)),
     ("hadamard_prefill", hadamard_prefill, {}),
+    # exact numerics (quamba.kernels.numerics): the fp64 variants
+    ("conv[decode,exact]", conv, dict(block_l=1, block_d=128, exact=True)),
+    ("decode_scan[exact]", decode_scan, dict(dtw_early=True, exact=True)),
+    ("prefill_scan[serial,exact]", decode_scan, dict(dtw_early=False, chunk=8, exact=True)),
+    ("rmsnorm[decode,exact]", rmsnorm, dict(rows=1, warps=16, exact=True)),
+    ("hadamard_decode[exact]", hadamard_decode, dict(exact=True)),
 ]
 
 

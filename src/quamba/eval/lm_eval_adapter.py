@@ -155,7 +155,7 @@ class QuambaLM(LM):
         out = []
         for r, (inp, target) in enumerate(rows):
             # The head only on the scored positions: (n, vocab), not (batch, width, vocab).
-            logits = self.model.lm_head(hidden[r, len(inp) - len(target):len(inp)])
+            logits = self.model.logits(hidden[r, len(inp) - len(target):len(inp)])
             logprobs = F.log_softmax(logits.float(), dim=-1)
             target_t = torch.tensor(target, dtype=torch.long, device=logprobs.device)
             out.append((logprobs.gather(-1, target_t[:, None]).sum().item(),

@@ -19,10 +19,12 @@ def causal_conv1d_ref(
     bias: torch.Tensor | None = None,
     conv_state: torch.Tensor | None = None,
     activation: str | None = "silu",
+    compute_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x: (batch, seqlen, dim); weight: (dim, width); bias: (dim,);
     conv_state: (batch, dim, width - 1) of past inputs, or None for zeros.
-    Returns out (batch, seqlen, dim) in x's dtype (math in fp32) and the new state
+    Returns out (batch, seqlen, dim) in x's dtype (math in compute_dtype: fp32, or fp64 in
+    exact mode) and the new state
     (batch, dim, width - 1) in x's dtype.
     """
     batch, seqlen, dim = x.shape
@@ -32,8 +34,8 @@ def causal_conv1d_ref(
         conv_state = xt.new_zeros(batch, dim, width - 1)
     full = torch.cat([conv_state.to(x.dtype), xt], dim=2)           # (b, d, width-1+L)
     new_state = full[:, :, full.shape[2] - (width - 1):].clone()
-    out = F.conv1d(full.float(), weight.float().unsqueeze(1),
-                   None if bias is None else bias.float(), groups=dim)
+    out = F.conv1d(full.to(compute_dtype), weight.to(compute_dtype).unsqueeze(1),
+                   None if bias is None else bias.to(compute_dtype), groups=dim)
     if activation == "silu":
         out = F.silu(out)
     elif activation is not None:

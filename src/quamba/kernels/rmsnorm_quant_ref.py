@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import torch
 
+from .numerics import fp32_eps
 from .quantize_ref import quantize_ref
 
-__all__ = ["add_rmsnorm_ref", "rmsnorm_quant_ref"]
+__all__ = ["add_rmsnorm_ref", "rmsnorm_exact", "rmsnorm_quant_ref"]
 
 
-def _add_rmsnorm_fp32(hidden, residual, weight, eps) -> tuple[torch.Tensor, torch.Tensor]:
+def rmsnorm_exact(r: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of fp32 r in exact numerics (kernels/numerics.py): fp64, rounded once to fp32;
+    eps as the kernels see it (fp32)."""
+    r64 = r.float().double()
+    rstd = 1.0 / torch.sqrt(r64.pow(2).mean(dim=-1, keepdim=True) + fp32_eps(eps))
+    return (r64 * rstd * weight.double()).float()
+
+
+def _add_rmsnorm_fp32(hidden, residual, weight, eps, exact=False) -> tuple[torch.Tensor, torch.Tensor]:
     r = hidden.float() if residual is None else hidden.float() + residual.float()
+    if exact:
+        return rmsnorm_exact(r, weight, eps), r
     return r * torch.rsqrt(r.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.float(), r
 
 
@@ -40,8 +51,10 @@ def rmsnorm_quant_ref(
     weight: torch.Tensor,
     eps: float,
     scale: torch.Tensor,
+    exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """hidden: (..., d); residual: (..., d) or None; weight: (d,); scale: per-tensor.
+    """hidden: (..., d); residual: (..., d) or None; weight: (d,); scale: per-tensor;
+    exact: the norm in fp64 (kernels/numerics.py).
     Returns x_q (..., d) int8 and residual_out (..., d) fp32."""
-    x, r = _add_rmsnorm_fp32(hidden, residual, weight, eps)
+    x, r = _add_rmsnorm_fp32(hidden, residual, weight, eps, exact)
     return quantize_ref(x, scale), r

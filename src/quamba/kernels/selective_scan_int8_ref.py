@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from .quantize_ref import dequantize_ref
 from .selective_scan_ref import selective_scan_ref
 
 __all__ = ["selective_scan_int8_ref"]
@@ -25,16 +24,18 @@ def selective_scan_int8_ref(
     z_q: torch.Tensor | None, z_scale: torch.Tensor | None,
     dt_bias: torch.Tensor | None,
     initial_state: torch.Tensor | None = None,
+    exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8; B_q, C_q: (batch, seqlen, dstate) int8;
     scales: per-tensor fp32; A: (dim, dstate) fp32; D, dt_bias: (dim,) or None;
     initial_state: (batch, dim, dstate) fp32 (fp16/bf16 are read as fp32) or None.
+    exact: exact numerics (kernels/numerics.py): the inputs dequantized exactly and the scan
+    in fp64 (A as given, fp64 for the kernel's twin), y rounded to fp32 then fp16.
     Returns y (batch, seqlen, dim) fp16 and the final state (batch, dim, dstate) fp32."""
-    u = dequantize_ref(u_q, u_scale.float())
-    dt = dequantize_ref(dt_q, dt_scale.float())
-    B = dequantize_ref(B_q, B_scale.float())
-    C = dequantize_ref(C_q, C_scale.float())
-    z = None if z_q is None else dequantize_ref(z_q, z_scale.float())
+    acc = torch.float64 if exact else torch.float32
+    u, dt, B, C = (q.to(acc) * s.to(acc) for q, s in ((u_q, u_scale), (dt_q, dt_scale), (B_q, B_scale),
+                                                       (C_q, C_scale)))
+    z = None if z_q is None else z_q.to(acc) * z_scale.to(acc)
     y, state = selective_scan_ref(u, dt, A, B, C, D, z, delta_bias=dt_bias, delta_softplus=True,
-                                  initial_state=initial_state)
-    return y.to(torch.float16), state
+                                  initial_state=initial_state, compute_dtype=acc)
+    return y.float().to(torch.float16), state.float()

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
 from quamba.kernels.dispatch import selective_scan
+from quamba.kernels.numerics import exact_linear, exact_numerics
+from quamba.kernels.rmsnorm_quant_ref import rmsnorm_exact
 from quamba.models.config import MambaConfig
 from quamba.models.fused_block import fused_forward, fused_forward_kernels, fused_path_applies
 
@@ -60,7 +62,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalizes in fp32 and returns fp32: the caller casts (mamba-ssm's fused norm does the same)."""
+        """Normalizes in fp32 and returns fp32: the caller casts (mamba-ssm's fused norm does the same).
+        Exact numerics: in fp64 from the fp32 input, rounded once to fp32 (as the fused kernel then does)."""
+        if exact_numerics():
+            return rmsnorm_exact(x, self.weight, self.eps)
         x = x.float()
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
 
@@ -223,4 +228,11 @@ class MambaLM(nn.Module):
         hidden = self.hidden_states(input_ids, cache)
         if num_last_tokens > 0:
             hidden = hidden[:, -num_last_tokens:]
+        return self.logits(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head: (..., d_model) normed hidden states -> (..., vocab) logits in their dtype."""
+        if exact_numerics() and type(self.lm_head) is nn.Linear:
+            # The head's long dot products in fp64, rounded once (kernels/numerics.py).
+            return exact_linear(hidden, self.lm_head.weight).to(hidden.dtype)
         return self.lm_head(hidden)

@@ -23,6 +23,8 @@ from collections import OrderedDict
 
 import torch
 
+from quamba.kernels.numerics import exact_numerics
+
 from quamba.models.cuda_graph import capture_stream
 
 __all__ = ["PrefillGraphs", "graphable"]
@@ -141,7 +143,7 @@ class PrefillGraphs:
             st.h.copy_(hidden)
         if residual is not None and residual.data_ptr() != st.r.data_ptr():
             st.r.copy_(residual)
-        gkey = (residual is None, _cache_key(cache), _weights_key(block))
+        gkey = (residual is None, _cache_key(cache), _weights_key(block), exact_numerics())
         graphs = st.graphs.get(block)
         if graphs is None:
             graphs = st.graphs[block] = OrderedDict()

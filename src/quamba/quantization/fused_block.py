@@ -44,6 +44,7 @@ import os
 
 import torch
 
+from quamba.kernels.numerics import exact_numerics
 from quamba.kernels.quantize_ref import quantize_ref
 from quamba.models.mamba import Block, LayerCache
 from quamba.models.prefill_graphs import PrefillGraphs as _PrefillGraphs
@@ -99,6 +100,9 @@ class FusedQBlock(Block):
         out_dtype = hidden.dtype
         d, r, n = cfg.d_inner, cfg.dt_rank, cfg.d_state
         decode = cache is not None and hidden.shape[1] == 1
+        # Exact numerics (kernels/numerics.py): the norm, conv, scan and rotation in fp64; the conv then
+        # runs as its own launch (in_proj's epilogue computes it in fp32).
+        exact = exact_numerics()
         # A decode step of up to 2 sequences: in_proj starts beside the previous layer's out_proj and
         # loads its first weight block there (see int8_linear_conv_step's early_weight).
         early_in_proj = decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH and _switch_on("QUAMBA_IN_PROJ_EARLY")
@@ -106,13 +110,13 @@ class FusedQBlock(Block):
                           and _switch_on("QUAMBA_OUT_PROJ_EARLY"))
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
-                                        early_trigger=early_in_proj)
+                                        early_trigger=early_in_proj, exact=exact)
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         conv = mixer.conv1d
         us = mixer.x_proj.input_scale
         # The conv and scan states are updated in place in the cache (no copies).
-        if decode:
+        if decode and not exact:
             # A decode step: the conv runs in in_proj's epilogue (up to 8 sequences), u in place of x.
             uq, zq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                               mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
@@ -125,7 +129,7 @@ class FusedQBlock(Block):
             xq, zq = xzq[..., :d], xzq[..., d:]
             uq, _ = tk.causal_conv1d_int8(xq, conv.input_scale, conv.weight, conv.weight_scale, conv.bias,
                                           None if cache is None else cache.conv_state, us,
-                                          state_out=None if cache is None else cache.conv_state)
+                                          state_out=None if cache is None else cache.conv_state, exact=exact)
         del hq   # each intermediate is dropped once consumed: a prefill's peak (and its graph's pool) is smaller
         # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
         dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
@@ -134,17 +138,18 @@ class FusedQBlock(Block):
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
         # dt_proj's inputs go to the scan, which computes it inside (decode, up to 4 tokens) or
         # launches int8_linear_quant first: the int8 dt is the same either way.
+        A = -torch.exp(ssm.A_log.double()) if exact else mixer.A
         y, _ = tk.selective_scan_int8(
-            uq, us, None, ssm.dt_scale, mixer.A, Bq, ssm.B_scale, Cq, ssm.C_scale, ssm.D, zq, ssm.z_scale,
+            uq, us, None, ssm.dt_scale, A, Bq, ssm.B_scale, Cq, ssm.C_scale, ssm.D, zq, ssm.z_scale,
             ssm.dt_bias, None if cache is None else cache.ssm_state,
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
-            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True)
+            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True, exact=exact)
         del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
             # A decode step's out_proj reads only its weight before its wait: it may start
             # beside the scan (early_trigger) and load its rows there.
-            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale, early_trigger=early_out_proj)
+            yq = tk.hadamard_quant(y, mixer.out_proj.input_scale, early_trigger=early_out_proj, exact=exact)
         else:
             yq = quantize_ref(y, mixer.out_proj.input_scale)
         del y

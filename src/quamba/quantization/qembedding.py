@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from quamba.kernels.dispatch import use_triton
 from quamba.kernels.int8_weight_linear_ref import int8_weight_linear_ref
+from quamba.kernels.numerics import exact_linear, exact_numerics
 from quamba.quantization.qlinear import quantize_weight
 
 __all__ = ["QEmbedding", "QLMHead"]
@@ -55,6 +56,9 @@ class QLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         table = self.source
+        if exact_numerics():
+            # The long dot products in fp64 and the row scale after them, rounded once (kernels/numerics.py).
+            return exact_linear(hidden, table.weight, table.weight_scale).to(hidden.dtype)
         if hidden.dtype in (torch.float16, torch.bfloat16) and use_triton(hidden):
             from quamba.kernels.triton import int8_weight_linear
 

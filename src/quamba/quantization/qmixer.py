@@ -36,6 +36,8 @@ from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
 from quamba.kernels.int8_linear_ref import int8_linear_ref
 from quamba.kernels.quantize_ref import absmax_scale, dequantize_ref, quantize_ref
 from quamba.kernels.dispatch import selective_scan
+from quamba.kernels.numerics import exact_numerics
+from quamba.kernels.selective_scan_ref import selective_scan_ref
 from quamba.models.config import MambaConfig
 from quamba.models.mamba import LayerCache
 from quamba.quantization.config import QuantConfig
@@ -167,7 +169,11 @@ class QMambaMixer(nn.Module):
         return q, scale
 
     def _dequant(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return q if self.fake_quant else dequantize_ref(q, scale)
+        if self.fake_quant:
+            return q
+        if exact_numerics():
+            return q.double() * scale.double()   # exact: the kernels dequantize in fp64 there too
+        return dequantize_ref(q, scale)
 
     def _linear(self, layer: QLinear, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         if self.fake_quant:
@@ -194,9 +200,15 @@ class QMambaMixer(nn.Module):
         x, z = self._linear(self.in_proj, hq, hs).chunk(2, dim=-1)
         xq, xs = self._quant("x", x, self.conv1d.input_scale)
         zq, zs = self._quant("z", z, ssm.z_scale)
+        # Exact numerics (kernels/numerics.py): the conv, the scan and the rotation in fp64 on
+        # exactly dequantized inputs, each result rounded once to fp32 (y then to fp16).
+        exact = exact_numerics() and not self.fake_quant
+        acc = torch.float64 if exact else torch.float32
+        conv_weight = (dequantize_weight(self.conv1d.weight, self.conv1d.weight_scale, torch.float64) if exact
+                       else self.conv1d.dequantized_weight())
         u, conv_state = causal_conv1d_ref(
-            self._dequant(xq, xs), self.conv1d.dequantized_weight(), self.conv1d.bias,
-            None if cache is None else cache.conv_state, activation="silu")
+            self._dequant(xq, xs), conv_weight, self.conv1d.bias,
+            None if cache is None else cache.conv_state, activation="silu", compute_dtype=acc)
         uq, us = self._quant("u", u if self.u_smooth is None else u / self.u_smooth, self.x_proj.input_scale)
         dt_low, B, C = torch.split(self._linear(self.x_proj, uq, us),
                                    [cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
@@ -207,8 +219,9 @@ class QMambaMixer(nn.Module):
         u_scan = self._dequant(uq, us)
         if self.u_smooth is not None:
             u_scan = u_scan * self.u_smooth
-        y, ssm_state = selective_scan(
-            u_scan, self._dequant(dtq, dts), -torch.exp(ssm.A_log), self._dequant(Bq, Bs),
+        scan = functools.partial(selective_scan_ref, compute_dtype=acc) if exact else selective_scan
+        y, ssm_state = scan(
+            u_scan, self._dequant(dtq, dts), -torch.exp(ssm.A_log.to(acc)), self._dequant(Bq, Bs),
             self._dequant(Cq, Cs), ssm.D, self._dequant(zq, zs), delta_bias=ssm.dt_bias,
             delta_softplus=True, initial_state=None if cache is None else cache.ssm_state)
         if cache is not None:
@@ -220,7 +233,7 @@ class QMambaMixer(nn.Module):
         # diverges within a few tokens (measured on mamba1-ref-31m; docs/benchmarks.md).
         y = y.float().half().float()
         if self.hadamard_ssm_output:
-            y = y @ _rotation(y.shape[-1], y.device)
+            y = (y.to(acc) @ _rotation(y.shape[-1], y.device, acc)).float()
         if self.y_smooth is not None:
             y = y / self.y_smooth
         yq, ys = self._quant("y", y, self.out_proj.input_scale)
@@ -228,7 +241,7 @@ class QMambaMixer(nn.Module):
 
 
 @functools.lru_cache(maxsize=8)
-def _rotation(n: int, device: torch.device) -> torch.Tensor:
+def _rotation(n: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The Hadamard matrix of y, shared by all layers (a dense copy per layer would cost
     more memory than the layer's int8 weights at small widths)."""
-    return hadamard_matrix(n, torch.float32, device)
+    return hadamard_matrix(n, dtype, device)

@@ -17,6 +17,7 @@ import logging
 import torch
 
 from quamba.errors import QuambaError
+from quamba.kernels.numerics import exact_numerics
 from quamba.models.mamba import Block, MambaLM
 from quamba.quantization.calibration import observe_activations
 from quamba.quantization.config import ACTIVATION_POINTS, QuantConfig
@@ -45,8 +46,12 @@ class QuantizedMambaLM(MambaLM):
 
     @property
     def conv_state_dtype(self) -> torch.dtype:
-        # fused kernels keep the conv state as int8 inputs; the reference keeps them dequantized (exact in fp32)
-        return torch.int8 if self.backend == "triton" else torch.float32
+        # Fused kernels keep the conv state as int8 inputs; the reference keeps them dequantized, as
+        # fp32 (fl(x_q * x_scale), what its conv reads on the first pass too), or in exact numerics
+        # as fp64, where x_q * x_scale is exact, as the kernel computes it from the int8 state.
+        if self.backend == "triton":
+            return torch.int8
+        return torch.float64 if exact_numerics() else torch.float32
 
     def set_fake_quant(self, enabled: bool = True) -> "QuantizedMambaLM":
         if enabled and self.backend == "triton":

@@ -16,12 +16,13 @@ def softplus(x):
 
 
 @triton.jit
-def step_dt(dt, dt_bias, dt_s, IS_INT8: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
-    """Raw dt tile -> fp32 dt, dequantized, bias added, softplus applied (dt_bias
-    broadcastable against dt)."""
-    dt = dt.to(tl.float32)
+def step_dt(dt, dt_bias, dt_s, IS_INT8: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
+            ACC: tl.constexpr = tl.float32):
+    """Raw dt tile -> dt in ACC (fp32; fp64 in exact numerics), dequantized, bias added,
+    softplus applied (dt_bias broadcastable against dt)."""
+    dt = dt.to(ACC)
     if IS_INT8:
-        dt = dt * dt_s
+        dt = dt * dt_s.to(ACC)
     if HAS_DT_BIAS:
         dt = dt + dt_bias
     if DT_SOFTPLUS:
@@ -30,9 +31,9 @@ def step_dt(dt, dt_bias, dt_s, IS_INT8: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
 
 
 @triton.jit
-def output_gate(z, z_s, IS_INT8: tl.constexpr):
-    """Raw z tile -> SiLU(z) in fp32."""
-    gate = z.to(tl.float32)
+def output_gate(z, z_s, IS_INT8: tl.constexpr, ACC: tl.constexpr = tl.float32):
+    """Raw z tile -> SiLU(z) in ACC (fp32; fp64 in exact numerics)."""
+    gate = z.to(ACC)
     if IS_INT8:
-        gate = gate * z_s
+        gate = gate * z_s.to(ACC)
     return gate / (1.0 + tl.exp(-gate))

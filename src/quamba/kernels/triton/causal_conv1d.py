@@ -25,22 +25,25 @@ __all__ = ["causal_conv1d"]
 
 @triton.jit
 def _conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, IS_INT8: tl.constexpr,
-                 W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
+                 W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                 ACC: tl.constexpr = tl.float32):
     """The conv's fp32 sum over taps (acc: (rows, channels)) -> its fp32 output: dequantized
     (int8), + bias, SiLU. Shared by the conv kernel and the conv step in in_proj's epilogue,
-    so the two round alike."""
+    so the two round alike. ACC fp64 (exact numerics, kernels/numerics.py; int8 only, where
+    the sum over taps is an exact integer): all of it in fp64, rounded once to fp32."""
+    acc = acc.to(ACC)
     if IS_INT8:
         if W_PER_CHANNEL:
             w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
         else:
             w_scale = tl.load(w_scale_ptr)
         # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
-        acc = acc * (tl.load(x_scale_ptr) * w_scale)
+        acc = acc * (tl.load(x_scale_ptr).to(ACC) * w_scale.to(ACC))
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(ACC)[None, :]
     if SILU:
         acc = acc / (1.0 + tl.exp(-acc))
-    return acc
+    return acc.to(tl.float32)
 
 
 @triton.jit
@@ -56,6 +59,7 @@ def _causal_conv1d_kernel(
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STATE: tl.constexpr, SILU: tl.constexpr,
     IS_INT8: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr,
+    ACC: tl.constexpr = tl.float32,
 ):
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(1)
@@ -85,7 +89,7 @@ def _causal_conv1d_kernel(
             xv = tl.where(xm[:, None], xv, sv.to(x_ty))
         acc += xv.to(tl.float32) * w_k[None, :]
     acc = _conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, IS_INT8, W_PER_CHANNEL,
-                       HAS_BIAS, SILU)
+                       HAS_BIAS, SILU, ACC)
     if IS_INT8:
         res = quantize_int8(acc, tl.load(out_scale_ptr))
     else:
@@ -191,9 +195,10 @@ def conv_step_finish(x_q, taps, offs_m, offs_n, M, D, state_ptr,
 _DECODE_OVERRIDE: dict | None = None
 
 
-def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8_scales=None):
+def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8_scales=None, exact=False):
     """Launches the kernel on checked arguments (shared by both wrappers).
-    int8_scales: (x_scale, w_scale, out_scale) fp32 for int8 activations, else None."""
+    int8_scales: (x_scale, w_scale, out_scale) fp32 for int8 activations, else None.
+    exact: the output in fp64 (int8 only; kernels/numerics.py)."""
     batch, seqlen, dim = x.shape
     width = weight.shape[1]
     st = conv_state if conv_state is not None else new_state   # dummy pointer when absent
@@ -224,7 +229,7 @@ def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8
         new_state.stride(0), new_state.stride(1), new_state.stride(2),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_STATE=conv_state is not None, SILU=silu,
         IS_INT8=int8_scales is not None, W_PER_CHANNEL=per_ch,
-        BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1),
+        BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1), ACC=tl.float64 if exact else tl.float32,
         num_warps=num_warps, **pdl_launch_options(x.device),
     )
 

@@ -23,13 +23,15 @@ def causal_conv1d_int8(
     conv_state_q: torch.Tensor | None,
     out_scale: torch.Tensor,
     state_out: torch.Tensor | None = None,
+    exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_q: (batch, seqlen, dim) int8 (any strides); x_scale: per-tensor fp32;
     w_q: (dim, width) int8; w_scale: per-tensor or (dim,) fp32; bias: (dim,) or None;
     conv_state_q: (batch, dim, width - 1) int8 or None (zeros); out_scale: per-tensor.
     Returns u_q (batch, seqlen, dim) int8 = quantize(silu(conv(x) + bias), out_scale)
     and the new conv state (batch, dim, width - 1) int8: a new tensor, or ``state_out``
-    when given (it may be ``conv_state_q`` itself: the state is updated in place)."""
+    when given (it may be ``conv_state_q`` itself: the state is updated in place).
+    exact: dequantize, bias and SiLU in fp64, rounded once to fp32 (kernels/numerics.py)."""
     op = "causal_conv1d_int8"
     check_device(op, x_q, x_scale, w_q, w_scale, bias, conv_state_q, out_scale)
     check_dtype(op, "x_q", x_q, (torch.int8,))
@@ -61,5 +63,5 @@ def causal_conv1d_int8(
         new_state = state_out
     else:
         new_state = torch.empty(batch, dim, width - 1, dtype=torch.int8, device=x_q.device)
-    launch_causal_conv1d(x_q, w_q, bias, conv_state_q, out, new_state, True, (xs, wsc, os_))
+    launch_causal_conv1d(x_q, w_q, bias, conv_state_q, out, new_state, True, (xs, wsc, os_), exact)
     return out, new_state

@@ -54,32 +54,37 @@ def _hadamard_quant_kernel(
     stride_ym, stride_om,
     M_FACTOR: tl.constexpr, M_PAD: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr,
     ROWS: tl.constexpr, MIX: tl.constexpr, USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False,
+    ACC: tl.constexpr = tl.float32,
 ):
     """MIX 0: the m chunks are loaded and transformed one at a time and mixed by
     rank-1 updates (any K). MIX 1 / 2: the whole (ROWS, M_PAD, K) tile is
     transformed at once and mixed by a (M_PAD, M_PAD) @ (M_PAD, K) dot in fp32
     ("ieee", CUDA cores) or "tf32x3" (tensor cores; A is ±1, exact in tf32, and
-    the 3-pass split keeps the fp32 operand to ~2^-22); needs K >= 16."""
+    the 3-pass split keeps the fp32 operand to ~2^-22); needs K >= 16.
+    ACC fp64 (exact numerics, kernels/numerics.py; MIX 0): the sums in fp64, where sums of
+    fp16 values are exact, times 1/√n in fp64, rounded once to fp32."""
     pid = tl.program_id(0)
     offs_r = pid * ROWS + tl.arange(0, ROWS)
     offs_c = tl.arange(0, K)
     rm = offs_r < M
+    if ACC == tl.float64:
+        norm = 1.0 / tl.sqrt(tl.full((1,), M_FACTOR * K, tl.float64))   # norm arrives as fp32
     pdl_wait(USE_PDL, TRIGGER_FIRST)
     scale = tl.load(scale_ptr)
     if M_FACTOR == 1:
         y = tl.load(y_ptr + offs_r[:, None] * stride_ym + offs_c[None, :], mask=rm[:, None],
-                    other=0.0).to(tl.float32)
-        out = _fwht(y, ROWS, K, LOG_K) * norm
+                    other=0.0).to(ACC)
+        out = (_fwht(y, ROWS, K, LOG_K) * norm).to(tl.float32)
         q = quantize_int8(out, scale)
         tl.store(out_ptr + offs_r[:, None] * stride_om + offs_c[None, :], q, mask=rm[:, None])
     else:
         offs_i = tl.arange(0, M_PAD)
         im = offs_i < M_FACTOR
         if MIX == 0:
-            acc = tl.zeros((ROWS, M_PAD, K), dtype=tl.float32)
+            acc = tl.zeros((ROWS, M_PAD, K), dtype=ACC)
             for j in range(0, M_FACTOR):
                 yj = tl.load(y_ptr + offs_r[:, None] * stride_ym + (j * K + offs_c)[None, :],
-                             mask=rm[:, None], other=0.0).to(tl.float32)
+                             mask=rm[:, None], other=0.0).to(ACC)
                 fj = _fwht(yj, ROWS, K, LOG_K)
                 a_j = tl.load(hm_ptr + j * M_FACTOR + offs_i, mask=im, other=0.0)   # row j of A
                 acc += a_j[None, :, None] * fj[:, None, :]
@@ -99,7 +104,7 @@ def _hadamard_quant_kernel(
             else:
                 acc = tl.dot(tl.broadcast_to(at[None, :, :], (ROWS, M_PAD, M_PAD)), f,
                              input_precision="ieee" if MIX == 1 else "tf32x3")
-        q = quantize_int8(acc * norm, scale)
+        q = quantize_int8((acc * norm).to(tl.float32), scale)
         o_ptrs = out_ptr + offs_r[:, None, None] * stride_om + (offs_i[:, None] * K + offs_c[None, :])[None, :, :]
         tl.store(o_ptrs, q, mask=rm[:, None, None] & im[None, :, None])
 
@@ -279,7 +284,8 @@ def _factor(n: int, device: torch.device) -> tuple[int, int, torch.Tensor]:
     return _FACTORS[key]
 
 
-def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = False) -> torch.Tensor:
+def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = False,
+                   exact: bool = False) -> torch.Tensor:
     """y: (..., n) fp16/bf16/fp32 with n = m·2^k, m in {1, 12, 20, 28} (see
     ``quamba.quantization.hadamard.hadamard_factors``); scale: per-tensor fp32.
     Returns (..., n) int8 = quantize_ref(y @ hadamard_matrix(n), scale).
@@ -287,7 +293,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = F
     its own PDL wait, nothing that the kernel launched before this one writes (a decode
     step's out_proj reads at most its weight there). That kernel may then start as soon as
     this one does (``pdl_wait``'s TRIGGER_FIRST); one or two tokens' out_proj (the rows
-    kernel) loads its weight rows while the scan still runs."""
+    kernel) loads its weight rows while the scan still runs.
+    exact: exact numerics (kernels/numerics.py): the butterfly kernel in fp64, rounded once."""
     op = "hadamard_quant"
     check_device(op, y, scale)
     check_dtype(op, "y", y, (torch.float16, torch.bfloat16, torch.float32))
@@ -305,6 +312,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = F
     out = torch.empty(M, n, dtype=torch.int8, device=y.device)
     if M == 0:
         return out.reshape(*lead, n)
+    if exact:
+        return _launch(y2, s, m, p, A, out, 0, trigger_first=early_trigger, acc=tl.float64).reshape(*lead, n)
     if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
         return _launch_mma(y2, s, out, trigger_first=early_trigger).reshape(*lead, n)
     if (M <= (_DECODE_MMA_MAX_ROWS_LARGE_MIX if m > 12 else _DECODE_MMA_MAX_ROWS) and m > 1
@@ -317,7 +326,7 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = F
 _DEFAULT_MIX = 2
 
 
-def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None, trigger_first=False):
+def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None, trigger_first=False, acc=tl.float32):
     M, n = y2.shape
     m_pad = next_pow2(m) if m > 1 else 1
     if m == 1 or p < 16:
@@ -337,7 +346,7 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None, trigger_first=F
         M, 1.0 / math.sqrt(n),
         y2.stride(0), out.stride(0),
         M_FACTOR=m, M_PAD=m_pad, K=p, LOG_K=p.bit_length() - 1, ROWS=rows, MIX=mix,
-        num_warps=num_warps, TRIGGER_FIRST=trigger_first, **pdl_launch_options(y2.device),
+        num_warps=num_warps, TRIGGER_FIRST=trigger_first, ACC=acc, **pdl_launch_options(y2.device),
     )
     return out
 

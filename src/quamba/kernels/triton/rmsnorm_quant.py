@@ -27,6 +27,7 @@ def _add_rmsnorm_kernel(
     stride_hm, stride_rm, stride_xm, stride_om,
     HAS_RESIDUAL: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
     EARLY_RESIDUAL: tl.constexpr, USE_PDL: tl.constexpr, EARLY_TRIGGER: tl.constexpr = False,
+    EXACT: tl.constexpr = False,
 ):
     # One pass over whole rows (BLOCK_D >= D), every load before any store, and nothing
     # written before pdl_wait: what lets residual_out be the residual itself (the prefill
@@ -50,9 +51,15 @@ def _add_rmsnorm_kernel(
             res = tl.load(r_p, mask=mask, other=0.0).to(tl.float32)
         r += res
     tl.store(ro_ptr + offs_m[:, None] * stride_om + offs_d[None, :], r, mask=mask)
-    var = tl.sum(r * r, axis=1) / D
-    rstd = tl.math.div_rn(tl.full(var.shape, 1.0, tl.float32), tl.sqrt_rn(var + eps))
-    x = r * rstd[:, None] * w[None, :]
+    if EXACT:
+        # Exact numerics (kernels/numerics.py): fp64 from the fp32 residual, rounded once to fp32.
+        r64 = r.to(tl.float64)
+        rstd = 1.0 / tl.sqrt(tl.sum(r64 * r64, axis=1) / D + eps)   # fp64: IEEE sqrt and division
+        x = (r64 * rstd[:, None] * w.to(tl.float64)[None, :]).to(tl.float32)
+    else:
+        var = tl.sum(r * r, axis=1) / D
+        rstd = tl.math.div_rn(tl.full(var.shape, 1.0, tl.float32), tl.sqrt_rn(var + eps))
+        x = r * rstd[:, None] * w[None, :]
     if QUANT:
         x = quantize_int8(x, tl.load(scale_ptr))
     tl.store(x_ptr + offs_m[:, None] * stride_xm + offs_d[None, :], x.to(x_ptr.dtype.element_ty), mask=mask)
@@ -67,9 +74,10 @@ def rmsnorm_quant(
     residual_out: torch.Tensor | None = None,
     early_residual: bool = False,
     early_trigger: bool = False,
+    exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden: (..., d) float; residual: (..., d) float or None; weight: (d,);
-    eps: float; scale: per-tensor fp32.
+    eps: float; scale: per-tensor fp32; exact: the norm in fp64 (kernels/numerics.py).
     Returns x_q (..., d) int8 = quantize(rmsnorm(hidden + residual) * weight, scale)
     and residual_out (..., d) fp32 = hidden + residual (written to ``residual_out``
     when given: a contiguous fp32 tensor of hidden's shape; it may be ``residual``
@@ -87,7 +95,7 @@ def rmsnorm_quant(
     check_device(op, hidden, residual, weight, scale, residual_out)
     _check(op, hidden, residual, weight)
     return _launch(op, hidden, residual, weight, eps, torch.int8, scalar_scale(op, "scale", scale), residual_out,
-                   early_residual=early_residual, early_trigger=early_trigger)
+                   early_residual=early_residual, early_trigger=early_trigger, exact=exact)
 
 
 def add_rmsnorm(
@@ -121,7 +129,7 @@ def _check(op, hidden, residual, weight) -> None:
 
 
 def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=None, rows=None, num_warps=None,
-            early_residual=False, early_trigger=False):
+            early_residual=False, early_trigger=False, exact=False):
     """scale: the per-tensor int8 scale (QUANT), or None for a float output.
     rows, num_warps: override the heuristic (benchmarks/small_kernels_sweep.py)."""
     d = hidden.shape[-1]
@@ -162,7 +170,7 @@ def _launch(op, hidden, residual, weight, eps, out_dtype, scale, residual_out=No
         M, d, float(eps),
         h2.stride(0), rr.stride(0), x.stride(0), r_out.stride(0),
         HAS_RESIDUAL=residual is not None, QUANT=scale is not None, BLOCK_D=block_d, ROWS=rows,
-        EARLY_RESIDUAL=early_residual, EARLY_TRIGGER=early_trigger, num_warps=num_warps,
+        EARLY_RESIDUAL=early_residual, EARLY_TRIGGER=early_trigger, EXACT=exact, num_warps=num_warps,
         **pdl_launch_options(hidden.device),
     )
     return x.reshape(*lead, d), r_out.reshape(*lead, d)

@@ -101,21 +101,21 @@ def _dt_proj_quant(lq_p, w_p, t0, L, R, offs_t, offs_d, dm,
 @triton.jit
 def _chunk_inputs(u, dt, Bc, Cc, z, dt_bias, u_s, dt_s, B_s, C_s, z_s,
                   IS_INT8: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
-                  DT_SOFTPLUS: tl.constexpr):
-    """A chunk's raw input tiles -> fp32 u, dt (bias added, softplus applied), B,
-    C, and the output gate SiLU(z) (u, unused, without z). dt_bias comes
-    broadcastable against dt."""
-    u = u.to(tl.float32)
-    Bc = Bc.to(tl.float32)
-    Cc = Cc.to(tl.float32)
+                  DT_SOFTPLUS: tl.constexpr, ACC: tl.constexpr = tl.float32):
+    """A chunk's raw input tiles -> u, dt (bias added, softplus applied), B, C, and the
+    output gate SiLU(z) (u, unused, without z), in ACC (fp32; fp64 in exact numerics, where
+    the int8 inputs times their fp32 scales are exact). dt_bias comes broadcastable against dt."""
+    u = u.to(ACC)
+    Bc = Bc.to(ACC)
+    Cc = Cc.to(ACC)
     if IS_INT8:
-        u = u * u_s
-        Bc = Bc * B_s
-        Cc = Cc * C_s
+        u = u * u_s.to(ACC)
+        Bc = Bc * B_s.to(ACC)
+        Cc = Cc * C_s.to(ACC)
     gate = u
     if HAS_Z:
-        gate = output_gate(z, z_s, IS_INT8)
-    return u, step_dt(dt, dt_bias, dt_s, IS_INT8, HAS_DT_BIAS, DT_SOFTPLUS), Bc, Cc, gate
+        gate = output_gate(z, z_s, IS_INT8, ACC)
+    return u, step_dt(dt, dt_bias, dt_s, IS_INT8, HAS_DT_BIAS, DT_SOFTPLUS, ACC), Bc, Cc, gate
 
 
 @triton.jit
@@ -139,9 +139,12 @@ def _selective_scan_kernel(
     HAS_H0: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, EARLY_STATE: tl.constexpr,
-    USE_PDL: tl.constexpr, DTW_EARLY: tl.constexpr = False,
+    USE_PDL: tl.constexpr, DTW_EARLY: tl.constexpr = False, ACC: tl.constexpr = tl.float32,
 ):
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
+
+    ACC: the arithmetic's dtype, fp32, or fp64 in exact numerics (kernels/numerics.py; A then
+    comes in fp64): y is rounded to fp32 then to its dtype, the state once to its dtype.
 
     DTW_EARLY (FUSED_DT, BLOCK_R >= R): the program's dt_proj weight rows are loaded
     whole before ``pdl_wait`` (no kernel writes a weight), so dt_proj after the wait is one
@@ -159,15 +162,15 @@ def _selective_scan_kernel(
     # write it: in a decode step that is x_proj; the state's writer ran a layer earlier).
     # Padded state columns get A = 0 and B = 0, so they stay exactly zero.
     A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an,
-                mask=dn_mask, other=0.0).to(tl.float32)
+                mask=dn_mask, other=0.0).to(ACC)
     h_p = h0_ptr + pid_b * stride_hb + offs_d[:, None] * stride_hd + offs_n[None, :] * stride_hn
     if HAS_H0 and EARLY_STATE:
-        h = tl.load(h_p, mask=dn_mask, other=0.0).to(tl.float32)
+        h = tl.load(h_p, mask=dn_mask, other=0.0).to(ACC)
     if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
-    dtb = tl.zeros((BLOCK_D, 1), dtype=tl.float32)
+        Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(ACC)
+    dtb = tl.zeros((BLOCK_D, 1), dtype=ACC)
     if HAS_DT_BIAS:
-        dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[:, None]
+        dtb = tl.load(dt_bias_ptr + offs_d, mask=dm, other=0.0).to(ACC)[:, None]
     # Unused on the float path (they point at A there).
     u_s, dt_s = tl.load(u_scale_ptr), tl.load(dt_scale_ptr)
     B_s, C_s, z_s = tl.load(B_scale_ptr), tl.load(C_scale_ptr), tl.load(z_scale_ptr)
@@ -183,9 +186,9 @@ def _selective_scan_kernel(
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr)
     pdl_wait(USE_PDL)
     if HAS_H0 and not EARLY_STATE:
-        h = tl.load(h_p, mask=dn_mask, other=0.0).to(tl.float32)
+        h = tl.load(h_p, mask=dn_mask, other=0.0).to(ACC)
     if not HAS_H0:
-        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=ACC)
 
     # Inputs are read in chunks of CHUNK timesteps as (BLOCK_D, CHUNK) tiles, the
     # next chunk's loads issued before this chunk's arithmetic (a prefetch
@@ -221,7 +224,7 @@ def _selective_scan_kernel(
                                           stride_ll, stride_lr, stride_wd, stride_wr, lw_s, dt_s,
                                           CHUNK, BLOCK_D, BLOCK_R))
         u, dt, Bc, Cc, gate = _chunk_inputs(u_n, t_n, b_n, c_n, z_n, dtb, u_s, dt_s, B_s, C_s, z_s,
-                                            IS_INT8, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS)
+                                            IS_INT8, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS, ACC)
         t1 = t0 + CHUNK
         nd_mask = dm[:, None] & ((t1 + offs_t) < L)[None, :]
         nn_mask = ((t1 + offs_t) < L)[:, None] & nm[None, :]
@@ -234,7 +237,7 @@ def _selective_scan_kernel(
             z_n = tl.load(z_p + t1 * stride_zl, mask=nd_mask, other=0)
 
         du = dt * u                                               # (BLOCK_D, CHUNK)
-        y = tl.zeros((BLOCK_D, CHUNK), dtype=tl.float32)
+        y = tl.zeros((BLOCK_D, CHUNK), dtype=ACC)
         for j in tl.static_range(CHUNK):
             # Column / row j of the chunk tiles, by an exact masked sum.
             sel_t = offs_t == j
@@ -250,7 +253,7 @@ def _selective_scan_kernel(
             y = y + u * Dv[:, None]
         if HAS_Z:
             y = y * gate
-        tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
+        tl.store(y_p + t0 * stride_yl, y.to(tl.float32).to(y_ptr.dtype.element_ty),
                  mask=dm[:, None] & ((t0 + offs_t) < L)[None, :])
 
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
@@ -546,9 +549,10 @@ def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device,
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
-            state_out=None, dt_proj=None, early_state=False):
+            state_out=None, dt_proj=None, early_state=False, exact=False):
     """dt_proj: None, or (lq, w, w_per_channel) to compute dt from dt_proj's int8
-    input lq (batch, seqlen, R) and weight w (dim, R); dt is then None."""
+    input lq (batch, seqlen, R) and weight w (dim, R); dt is then None.
+    exact: the serial kernel in fp64 (kernels/numerics.py); A must be fp64 then."""
     if u.dim() != 3:
         raise ValueError(f"{op}: u must be (batch, seqlen, dim), got shape {tuple(u.shape)}")
     batch, seqlen, dim = u.shape
@@ -575,7 +579,8 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     else:
         final = torch.empty(batch, dim, dstate, dtype=torch.float32, device=u.device)
     block_n = next_pow2(dstate)
-    time_parallel = seqlen > 1 and _PREFILL_IMPL == "chunked"
+    # Exact numerics take the serial kernel: one step after another, as the reference.
+    time_parallel = seqlen > 1 and _PREFILL_IMPL == "chunked" and not exact
     is_int8 = u.dtype == torch.int8
     # One long sequence: scanned as segments in parallel, then corrected (selective_scan_segments).
     segments = _segment_count(batch, seqlen, dim, u.device, is_int8) if time_parallel and dt_proj is None else 1
@@ -599,8 +604,11 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         # Enough threads that the state and the chunk tiles stay in registers
         # (fewer spill: checked in the SASS).
         num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))
+    gpu_block_d = block_d   # what the register budget below is reckoned for
     if interpret_mode():
-        block_d = min(block_d, next_pow2(dim))   # no fully masked tiles for the (slow) interpreter
+        # No fully masked tiles for the (slow) interpreter, and the serial kernel's channels in
+        # one program (its cost is per program there; channels are independent: the same bits).
+        block_d = min(block_d, next_pow2(dim)) if time_parallel else next_pow2(dim)
     dummy = final
     dtw_early = False
     if dt_proj is not None:
@@ -615,7 +623,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
             # A decode step: the weight rows whole, loaded before pdl_wait (DTW_EARLY), where
             # they are at most 128 int8 a thread (mamba's ranks up to 256 at 16 channels a warp;
             # 2.8b's batch 1 compiles to 255 registers there); larger ranks keep the loop.
-            fits = block_d * next_pow2(rank) <= _DTW_EARLY_MAX_PER_THREAD * 32 * num_warps
+            fits = gpu_block_d * next_pow2(rank) <= _DTW_EARLY_MAX_PER_THREAD * 32 * num_warps
             if seqlen == 1 and _decode_dt_weight() == "early" and fits:
                 block_r, dtw_early = next_pow2(rank), True
         dt, lq_strides, w_strides = u, lq.stride(), dtw.stride()
@@ -649,7 +657,8 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         segment_args = segment_args or (dummy,)
     else:
         kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None,
-                                                      DTW_EARLY=dtw_early)
+                                                      DTW_EARLY=dtw_early,
+                                                      ACC=tl.float64 if exact else tl.float32)
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
         dt_bias if dt_bias is not None else dummy, h0, y, final_kernel, lq, dtw, *segment_args,
@@ -693,6 +702,7 @@ def selective_scan_int8(
     dt_low_q: torch.Tensor | None = None, dt_low_scale: torch.Tensor | None = None,
     dt_w_q: torch.Tensor | None = None, dt_w_scale: torch.Tensor | None = None,
     early_state: bool = False,
+    exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
@@ -712,7 +722,10 @@ def selective_scan_int8(
     write ``initial_state`` (under programmatic dependent launch this kernel may start while
     that one still runs): a decode step then loads the state before waiting for it. A
     model's decode step keeps that promise (x_proj runs just before; the state's last
-    writer is this layer's scan of the token before); back-to-back scans on one state do not."""
+    writer is this layer's scan of the token before); back-to-back scans on one state do not.
+
+    exact: exact numerics (kernels/numerics.py): A fp64 (-exp(A_log) in fp64), the serial
+    scan with all its arithmetic in fp64, y rounded to fp32 then fp16, the state once."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
                  dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)
@@ -752,7 +765,7 @@ def selective_scan_int8(
         check_dtype(op, "z_q", z_q, (torch.int8,))
         if z_scale is None:
             raise ValueError(f"{op}: z_scale is required when z_q is given")
-    check_dtype(op, "A", A, (torch.float32,))
+    check_dtype(op, "A", A, (torch.float64,) if exact else (torch.float32,))
     if initial_state is not None:
         check_dtype(op, "initial_state", initial_state, _STATE_DTYPES)
     scales = [scalar_scale(op, "u_scale", u_scale), scalar_scale(op, "dt_scale", dt_scale),
@@ -760,7 +773,7 @@ def selective_scan_int8(
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
     scales += [lq_scale, dtw_scale]
     return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
-                   torch.float16, state_out, dt_proj, early_state)
+                   torch.float16, state_out, dt_proj, early_state, exact)
 
 
 def selective_scan(

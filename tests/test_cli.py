@@ -48,6 +48,15 @@ def test_generate_with_an_fp16_state(monkeypatch):
     assert result.exit_code == 1 and "--state-dtype" in result.output and "Traceback" not in result.output
 
 
+def test_exact_numerics_errors_are_one_line(monkeypatch):
+    result = invoke("generate", "-n", 2, "--device", "cpu", "--exact")
+    assert result.exit_code == 1 and "--exact applies to quantized models only" in result.output
+    monkeypatch.setenv("QUAMBA_NUMERICS", "fastest")
+    result = invoke("generate", "-n", 2, "--device", "cpu")
+    assert result.exit_code == 1 and "QUAMBA_NUMERICS='fastest' is not a numerics mode" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_errors_are_one_line(tmp_path):
     result = invoke("ppl", tmp_path / "missing", "--device", "cpu")
     assert result.exit_code == 1
@@ -63,7 +72,7 @@ def test_errors_are_one_line(tmp_path):
     assert result.exit_code == 1 and "shorter than one window" in result.output
 
 
-def test_quantize_then_ppl_of_the_folder_and_no_overwrite(tmp_path):
+def test_quantize_then_ppl_of_the_folder_and_no_overwrite(tmp_path, monkeypatch):
     out = tmp_path / "int8"
     args = ("quantize", "--out", out, "--samples", 4, "--seq-len", 128, "--device", "cpu", "--json")
     result = invoke(*args)
@@ -71,6 +80,16 @@ def test_quantize_then_ppl_of_the_folder_and_no_overwrite(tmp_path):
     assert json.loads(result.stdout)["method"] == "quamba"
     result = invoke("ppl", out, "--seq-len", 128, "--max-windows", 2, "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
+    fast_ppl = json.loads(result.stdout)["ppl"]
+    # --exact sets QUAMBA_NUMERICS for the process: monkeypatch puts the variable back afterwards.
+    monkeypatch.setenv("QUAMBA_NUMERICS", "fast")
+    result = invoke("ppl", out, "--seq-len", 128, "--max-windows", 2, "--device", "cpu", "--exact", "--json")
+    assert result.exit_code == 0, result.output
+    exact_ppl = json.loads(result.stdout)["ppl"]
+    assert abs(exact_ppl / fast_ppl - 1) < 1e-3   # the same model; fp64 against fp32 in the last bits
+    result = invoke("generate", out, "-p", "In the beginning", "-n", 3, "--device", "cpu", "--exact", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["tokens"]) == 3
     before = (out / "model.safetensors").read_bytes()
     result = invoke(*args)
     assert result.exit_code == 1 and "already exists; pass --force" in result.output

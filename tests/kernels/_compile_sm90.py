@@ -125,13 +125,13 @@ def scan_segments(int8):
              ptrs)
 
 
-def decode_scan(dtw_early, block_d=16, num_warps=1, chunk=1, exact=False):
+def decode_scan(dtw_early, block_d=16, num_warps=1, chunk=1, exact=False, fused_dt=True):
     """dtw_early: dt_proj's weight rows whole before pdl_wait (the default; 2.8b's rank 160
     in one 256 block), else in 32-wide K blocks (QUAMBA_SCAN_DTW=loop). exact: fp64 (exact
-    numerics; with chunk 8, the serial prefill)."""
+    numerics; with chunk 8 and fused_dt False, the serial prefill: dt_proj launched first)."""
     ptrs = dict(_SCAN_PTRS, A_ptr="*fp64") if exact else _SCAN_PTRS
     _compile(_jit("selective_scan", "_selective_scan_kernel"),
-             dict(_SCAN, FUSED_DT=True, BLOCK_R=256 if dtw_early else 32, BLOCK_D=block_d, CHUNK=chunk,
+             dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if dtw_early else 32, BLOCK_D=block_d, CHUNK=chunk,
                   EARLY_STATE=True, USE_PDL=True, DTW_EARLY=dtw_early,
                   ACC=triton.language.float64 if exact else triton.language.float32), ptrs, num_warps=num_warps)
 
@@ -213,7 +213,7 @@ CASES = [
     # exact numerics (quamba.kernels.numerics): the fp64 variants
     ("conv[decode,exact]", conv, dict(block_l=1, block_d=128, exact=True)),
     ("decode_scan[exact]", decode_scan, dict(dtw_early=True, exact=True)),
-    ("prefill_scan[serial,exact]", decode_scan, dict(dtw_early=False, chunk=8, exact=True)),
+    ("prefill_scan[serial,exact]", decode_scan, dict(dtw_early=False, chunk=8, exact=True, fused_dt=False)),
     ("rmsnorm[decode,exact]", rmsnorm, dict(rows=1, warps=16, exact=True)),
     ("hadamard_decode[exact]", hadamard_decode, dict(exact=True)),
 ]

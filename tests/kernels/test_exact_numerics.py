@@ -1,13 +1,16 @@
 """Exact numerics (quamba.kernels.numerics): each kernel's fp64 variant gives the bits of its
-reference twin computed on the CPU, not just values within a rounding step.
+reference twin computed on the CPU.
 
 The references always run on the CPU (on a GPU machine the kernels run on the GPU), so on a
-GPU these are the CPU-against-GPU checks that the fast kernels fail (their exp, division and
-summation orders differ from the CPU's in the last bits; docs/kernels.md has the GPU run of
-the fast kernels against these tests). Under the CPU interpreter, whose fp32 arithmetic is
-the CPU's own, the fast norm, conv and rotation happen to give these bits too at these
-shapes, so there the tests check that the fp64 variants run and round once where the
-references do; the scan's fp32 state does differ there, and its test checks that.
+GPU these are CPU-against-GPU checks. What they can see differs by kernel:
+
+- the scan's fp16 y and fp32 state show every last bit: the fast scan fails this test, on the
+  H100 and under the CPU interpreter alike (the check at the end of the test);
+- the norm, conv and rotation emit int8, and a last-bit difference crosses int8's grid only
+  rarely: the fast kernels passed these int8 checks on the H100 too. For them this is a check
+  that the fp64 variants run and agree where the model consumes their output; the bit-level
+  evidence is the model test (tests/quantization/test_fused_block.py: logits and states
+  identical) and the 31m model's 64 greedy tokens (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -34,8 +37,7 @@ def test_rmsnorm_quant_exact_is_the_cpu_reference(b, l, d, device):
     residual = torch.randn(b, l, d, generator=g) * 10
     weight = (torch.rand(d, generator=g) + 0.5).half()
     r = hidden.float() + residual
-    # A fine grid, so that last-bit differences of the normed value would show as int8 flips.
-    scale = scale_for(r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True))) / 64
+    scale = scale_for(r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True)) * weight.float())
     ref_q, ref_r = rmsnorm_quant_ref(hidden, residual, weight, 1e-5, scale, exact=True)
     q, r_out = rmsnorm_quant(*(t.to(device) for t in (hidden, residual, weight)), 1e-5, scale.to(device),
                              exact=True)
@@ -51,8 +53,7 @@ def test_causal_conv1d_int8_exact_is_the_cpu_reference(b, l, d, with_state, devi
     state = rand_int8(b, d, 3, device="cpu") if with_state else None
     x_scale, w_scale = torch.tensor(0.0123), torch.rand(d, generator=g) * 0.01 + 0.001
     bias = torch.randn(d, generator=g)
-    # A fine output grid: last-bit differences of SiLU's output would show as int8 flips.
-    out_scale = torch.tensor(2e-4)
+    out_scale = torch.tensor(0.02)   # SiLU's outputs here reach about 2.5: a few clipped
     ref_u, ref_state = causal_conv1d_int8_ref(x_q, x_scale, w_q, w_scale, bias, state, out_scale, exact=True)
     args = [t if t is None else t.to(device) for t in (x_q, x_scale, w_q, w_scale, bias, state, out_scale)]
     u, new_state = causal_conv1d_int8(*args, exact=True)
@@ -78,10 +79,10 @@ def test_selective_scan_int8_exact_is_the_cpu_reference(b, l, d, device):
     n = 16
     u_q, dt_q, z_q, B_q, C_q, A, D, dt_bias, h0, s = _scan_inputs(b, l, d, n, seed=l + d)
 
-    def kernel(A, exact):
+    def kernel(A, exact, state_out=None):
         t = [x.to(device) for x in (u_q, s["u_scale"], dt_q, s["dt_scale"], A, B_q, s["B_scale"], C_q,
                                     s["C_scale"], D, z_q, s["z_scale"], dt_bias, h0)]
-        return selective_scan_int8(*t, exact=exact)
+        return selective_scan_int8(*t, state_out=state_out, exact=exact)
 
     ref_y, ref_h = selective_scan_int8_ref(u_q, s["u_scale"], dt_q, s["dt_scale"], A, B_q, s["B_scale"], C_q,
                                            s["C_scale"], D, z_q, s["z_scale"], dt_bias, h0, exact=True)
@@ -89,6 +90,10 @@ def test_selective_scan_int8_exact_is_the_cpu_reference(b, l, d, device):
     assert y.dtype == torch.float16 and h.dtype == torch.float32
     assert torch.equal(h.cpu(), ref_h)
     assert torch.equal(y.cpu(), ref_y)
+    # An fp16 state (--state-dtype fp16) is the fp32 state rounded once more, as the reference's
+    # cache copy does (fp64 straight to fp16 would round differently).
+    _, h16 = kernel(A, True, state_out=torch.empty(b, d, n, dtype=torch.float16, device=device))
+    assert torch.equal(h16.cpu(), ref_h.half())
     if l > 1:   # the fast path (fp32, from an fp32 A) does not give these bits over a sequence
         assert not torch.equal(kernel(A.float(), False)[1].cpu(), ref_h)
 
@@ -97,9 +102,9 @@ def test_selective_scan_int8_exact_is_the_cpu_reference(b, l, d, device):
 def test_hadamard_quant_exact_is_the_cpu_reference(rows, n, device):
     g = torch.Generator().manual_seed(n)
     y = (torch.randn(rows, n, generator=g) * torch.rand(n, generator=g) * 8).half()
-    y[:, 3] = 900.0   # an outlier: the sum's terms span many binades
+    y[:, 3] = 900.0   # an outlier, as the SSM output has: the sum's terms span many binades
     R = hadamard_matrix(n, torch.float64)
-    scale = scale_for((y.double() @ R).float()) / 32
+    scale = scale_for((y.double() @ R).float())
     ref = hadamard_quant_ref(y, scale, R, exact=True)
     out = hadamard_quant(y.to(device), scale.to(device), exact=True)
     assert torch.equal(out.cpu(), ref)

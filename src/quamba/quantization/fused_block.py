@@ -110,7 +110,7 @@ class FusedQBlock(Block):
                           and _switch_on("QUAMBA_OUT_PROJ_EARLY"))
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
-                                        early_trigger=early_in_proj, exact=exact)
+                                        early_trigger=early_in_proj and not exact, exact=exact)
         # in_proj in one launch: the x and z halves requantized with their own scales.
         xz_scale = self._scale_vector("xz", ((mixer.conv1d.input_scale, d), (ssm.z_scale, d)))
         conv = mixer.conv1d

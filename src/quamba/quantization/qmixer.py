@@ -27,6 +27,7 @@ run time instead of a calibrated one (the accuracy ceiling of 8 bits).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn as nn
@@ -36,6 +37,8 @@ from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
 from quamba.kernels.int8_linear_ref import int8_linear_ref
 from quamba.kernels.quantize_ref import absmax_scale, dequantize_ref, quantize_ref
 from quamba.kernels.dispatch import selective_scan
+from quamba.errors import QuambaError
+from quamba.kernels.hadamard_quant_ref import hadamard_exact
 from quamba.kernels.numerics import exact_numerics
 from quamba.kernels.selective_scan_ref import selective_scan_ref
 from quamba.models.config import MambaConfig
@@ -204,6 +207,9 @@ class QMambaMixer(nn.Module):
         # exactly dequantized inputs, each result rounded once to fp32 (y then to fp16).
         exact = exact_numerics() and not self.fake_quant
         acc = torch.float64 if exact else torch.float32
+        if exact and cache is not None and cache.conv_state.dtype != torch.float64:
+            raise QuambaError("the inference cache was allocated in fast numerics (fp32 conv state); allocate "
+                              "it again in exact numerics (QUAMBA_NUMERICS=exact)")
         conv_weight = (dequantize_weight(self.conv1d.weight, self.conv1d.weight_scale, torch.float64) if exact
                        else self.conv1d.dequantized_weight())
         u, conv_state = causal_conv1d_ref(
@@ -226,14 +232,14 @@ class QMambaMixer(nn.Module):
             delta_softplus=True, initial_state=None if cache is None else cache.ssm_state)
         if cache is not None:
             cache.conv_state.copy_(conv_state)
-            cache.ssm_state.copy_(ssm_state)
+            cache.ssm_state.copy_(ssm_state.float())   # exact numerics: fp64 -> fp32 -> the state's dtype
         # y goes on in fp16, as the fused scan kernel stores it (half the bytes; fp16's step is far
         # finer than the int8 step y is quantized to next). Without this rounding here too, ~0.2% of
         # y's int8 values land one step away from the GPU path's, and greedy decoding on the two
         # diverges within a few tokens (measured on mamba1-ref-31m; docs/benchmarks.md).
         y = y.float().half().float()
         if self.hadamard_ssm_output:
-            y = (y.to(acc) @ _rotation(y.shape[-1], y.device, acc)).float()
+            y = _rotate_exact(y) if exact else y @ _rotation(y.shape[-1], y.device)
         if self.y_smooth is not None:
             y = y / self.y_smooth
         yq, ys = self._quant("y", y, self.out_proj.input_scale)
@@ -241,7 +247,17 @@ class QMambaMixer(nn.Module):
 
 
 @functools.lru_cache(maxsize=8)
-def _rotation(n: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def _rotation(n: int, device: torch.device) -> torch.Tensor:
     """The Hadamard matrix of y, shared by all layers (a dense copy per layer would cost
     more memory than the layer's int8 weights at small widths)."""
-    return hadamard_matrix(n, dtype, device)
+    return hadamard_matrix(n, torch.float32, device)
+
+
+def _rotate_exact(y: torch.Tensor) -> torch.Tensor:
+    return hadamard_exact(y, _signs(y.shape[-1], y.device))
+
+
+@functools.lru_cache(maxsize=8)
+def _signs(n: int, device: torch.device) -> torch.Tensor:
+    """The unnormalized ±1 Hadamard matrix in fp64 (exact numerics)."""
+    return torch.round(hadamard_matrix(n, torch.float64, device) * math.sqrt(n))

@@ -37,7 +37,8 @@ def _conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, IS_INT
             w_scale = tl.load(w_scale_ptr + offs_d, mask=d_mask, other=0.0)
         else:
             w_scale = tl.load(w_scale_ptr)
-        # Same association as the reference: conv of (x_q*x_scale) with (w_q*w_scale).
+        # The exact integer sum of x_q * w_q times x_scale * w_scale; the reference sums the
+        # products of the dequantized values instead: equal to the last bits of ACC.
         acc = acc * (tl.load(x_scale_ptr).to(ACC) * w_scale.to(ACC))
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(ACC)[None, :]

@@ -61,8 +61,9 @@ def _hadamard_quant_kernel(
     transformed at once and mixed by a (M_PAD, M_PAD) @ (M_PAD, K) dot in fp32
     ("ieee", CUDA cores) or "tf32x3" (tensor cores; A is ±1, exact in tf32, and
     the 3-pass split keeps the fp32 operand to ~2^-22); needs K >= 16.
-    ACC fp64 (exact numerics, kernels/numerics.py; MIX 0): the sums in fp64, where sums of
-    fp16 values are exact, times 1/√n in fp64, rounded once to fp32."""
+    ACC fp64 (exact numerics, kernels/numerics.py; MIX 0): the sums in fp64, where sums of up
+    to 8192 fp16 values are exact, times 1/√n in fp64, rounded once to fp32: the bits of
+    ``hadamard_exact``."""
     pid = tl.program_id(0)
     offs_r = pid * ROWS + tl.arange(0, ROWS)
     offs_c = tl.arange(0, K)

@@ -144,7 +144,8 @@ def _selective_scan_kernel(
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
 
     ACC: the arithmetic's dtype, fp32, or fp64 in exact numerics (kernels/numerics.py; A then
-    comes in fp64): y is rounded to fp32 then to its dtype, the state once to its dtype.
+    comes in fp64): y and the state are rounded to fp32, then to their dtypes (as the reference's
+    fp32 results are cast).
 
     DTW_EARLY (FUSED_DT, BLOCK_R >= R): the program's dt_proj weight rows are loaded
     whole before ``pdl_wait`` (no kernel writes a weight), so dt_proj after the wait is one
@@ -258,7 +259,7 @@ def _selective_scan_kernel(
 
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + offs_d[:, None] * stride_fd + offs_n[None, :] * stride_fn,
-             h.to(hT_ptr.dtype.element_ty), mask=dn_mask)
+             h.to(tl.float32).to(hT_ptr.dtype.element_ty), mask=dn_mask)
 
 
 @triton.jit
@@ -725,7 +726,7 @@ def selective_scan_int8(
     writer is this layer's scan of the token before); back-to-back scans on one state do not.
 
     exact: exact numerics (kernels/numerics.py): A fp64 (-exp(A_log) in fp64), the serial
-    scan with all its arithmetic in fp64, y rounded to fp32 then fp16, the state once."""
+    scan with all its arithmetic in fp64, y and the state rounded to fp32, then to fp16 / their dtype."""
     op = "selective_scan_int8"
     check_device(op, u_q, u_scale, dt_q, dt_scale, A, B_q, B_scale, C_q, C_scale, D, z_q, z_scale,
                  dt_bias, initial_state, dt_low_q, dt_low_scale, dt_w_q, dt_w_scale)

@@ -187,6 +187,8 @@ def test_state_matrix_follows_a_log_writes():
     with torch.no_grad():
         mixer.ssm.A_log.fill_(1.0)                      # in place, as load_state_dict does
     assert torch.allclose(mixer.A, -torch.full_like(mixer.ssm.A_log, 2.718281828))
+    A64 = mixer.state_matrix(torch.float64)            # exact numerics' A, cached beside the fp32 one
+    assert A64.dtype == torch.float64 and torch.equal(A64, -torch.exp(torch.ones_like(A64)))
     mixer.ssm.A_log = torch.nn.Parameter(torch.full_like(mixer.ssm.A_log, 2.0), requires_grad=False)
     assert torch.allclose(mixer.A, -torch.full_like(mixer.ssm.A_log, 7.389056))
 

@@ -138,7 +138,7 @@ class FusedQBlock(Block):
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
         # dt_proj's inputs go to the scan, which computes it inside (decode, up to 4 tokens) or
         # launches int8_linear_quant first: the int8 dt is the same either way.
-        A = -torch.exp(ssm.A_log.double()) if exact else mixer.A
+        A = mixer.state_matrix(torch.float64) if exact else mixer.A
         y, _ = tk.selective_scan_int8(
             uq, us, None, ssm.dt_scale, A, Bq, ssm.B_scale, Cq, ssm.C_scale, ssm.D, zq, ssm.z_scale,
             ssm.dt_bias, None if cache is None else cache.ssm_state,

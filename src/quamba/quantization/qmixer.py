@@ -108,7 +108,7 @@ class QMambaMixer(nn.Module):
         # The rotation is regenerated, never stored; one matrix serves every layer (see _rotation).
         self.hadamard_ssm_output = qconfig.hadamard_ssm_output
         self.fake_quant = False
-        self._A = None  # (key of A_log, -exp(A_log)): computed once per A_log value, not per call
+        self._A = {}  # dtype -> (key of A_log, -exp(A_log)): computed once per A_log value, not per call
         self.tap = None  # callable(name, tensor, dequantized) for per-tensor error reports
 
     # -- construction from a calibrated (and transformed) fp mixer -------------------------
@@ -148,14 +148,19 @@ class QMambaMixer(nn.Module):
 
     @property
     def A(self) -> torch.Tensor:
+        return self.state_matrix(torch.float32)
+
+    def state_matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        """A = -exp(A_log) computed in ``dtype`` (fp64 in exact numerics), cached."""
         a_log = self.ssm.A_log
         # Recomputed when A_log is replaced or written in place (load_state_dict, .to()):
         # its address or version counter moves. Inference tensors have no version counter
         # (and cannot be written outside inference mode).
         key = (a_log.data_ptr(), a_log.device, 0 if a_log.is_inference() else a_log._version)
-        if self._A is None or self._A[0] != key:
-            self._A = (key, -torch.exp(a_log))
-        return self._A[1]
+        hit = self._A.get(dtype)
+        if hit is None or hit[0] != key:
+            hit = self._A[dtype] = (key, -torch.exp(a_log.to(dtype)))
+        return hit[1]
 
     # -- the three primitives whose meaning depends on the mode -----------------------------
 
@@ -227,7 +232,7 @@ class QMambaMixer(nn.Module):
             u_scan = u_scan * self.u_smooth
         scan = functools.partial(selective_scan_ref, compute_dtype=acc) if exact else selective_scan
         y, ssm_state = scan(
-            u_scan, self._dequant(dtq, dts), -torch.exp(ssm.A_log.to(acc)), self._dequant(Bq, Bs),
+            u_scan, self._dequant(dtq, dts), self.state_matrix(acc), self._dequant(Bq, Bs),
             self._dequant(Cq, Cs), ssm.D, self._dequant(zq, zs), delta_bias=ssm.dt_bias,
             delta_softplus=True, initial_state=None if cache is None else cache.ssm_state)
         if cache is not None:

@@ -33,13 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
-from quamba.kernels.int8_linear_ref import int8_linear_ref
-from quamba.kernels.quantize_ref import absmax_scale, dequantize_ref, quantize_ref
-from quamba.kernels.dispatch import selective_scan
 from quamba.errors import QuambaError
+from quamba.kernels.causal_conv1d_ref import causal_conv1d_ref
+from quamba.kernels.dispatch import selective_scan
 from quamba.kernels.hadamard_quant_ref import hadamard_exact
+from quamba.kernels.int8_linear_ref import int8_linear_ref
 from quamba.kernels.numerics import exact_numerics
+from quamba.kernels.quantize_ref import absmax_scale, dequantize_ref, quantize_ref
 from quamba.kernels.selective_scan_ref import selective_scan_ref
 from quamba.models.config import MambaConfig
 from quamba.models.mamba import LayerCache

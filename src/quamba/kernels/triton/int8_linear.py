@@ -638,6 +638,8 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     stages = o.get("num_stages", 4 if M <= 32 else 3)
     if interpret_mode():
         block_k = 64
+        if "BLOCK_N" not in o:   # fewer, wider programs (the interpreter's cost is per program)
+            block_n = max(block_n, min(next_pow2(N), 256))
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
     # Split K (doubling) while the programs would still fit one wave, one per SM, and
@@ -733,8 +735,12 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
-        if interpret_mode() and bk < K:
-            bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
+        if interpret_mode():
+            if bk < K:
+                bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
+            # Up to 256 rows a program: the interpreter's cost is per program and per op, and each
+            # row's int32 sum is the same whatever the tile (the GPU's shapes: test_int8_linear).
+            bn = max(bn, min(next_pow2(N), 256))
         if bk >= K and x_words is not None and w_words is not None:
             head, tail = _head_tail(K // 4)
             _int8_gemv_words_kernel[(triton.cdiv(N, bn),)](

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from quamba.api import load
 from quamba.errors import QuambaError
 from quamba.eval.data import calibration_samples
-from quamba.quantization.checkpoint import save_quantized
+from quamba.quantization.checkpoint import load_quantized, save_quantized
 from quamba.quantization.config import get_method
 from quamba.quantization.quantize import quantize
 
@@ -35,8 +35,10 @@ def test_reload_is_bit_identical(ref_quamba, tmp_path):
     # fp16 storage (the default) reloads bit-identically with itself
     first = load(save_quantized(again, tmp_path / "a"), dtype="fp32")
     second = load(save_quantized(first, tmp_path / "b"), dtype="fp32")
+    as_text = load_quantized(str(tmp_path / "b"))          # a folder given as a string reads alike
     with torch.no_grad():
         assert torch.equal(first(ids), second(ids))
+        assert torch.equal(as_text(ids), second(ids))
 
 
 def test_size_is_about_half_of_fp16(saved, ref_dir, ref_model, calib_ids, tmp_path):

@@ -31,7 +31,8 @@ def canonical_name(name: str) -> str:
     return name
 
 
-def read_model_config(model_dir: Path) -> tuple[dict, MambaConfig]:
+def read_model_config(model_dir: str | Path) -> tuple[dict, MambaConfig]:
+    model_dir = Path(model_dir)
     path = model_dir / "config.json"
     if not path.is_file():
         raise QuambaError(f"{model_dir}: no config.json (is this a Mamba model folder?)")

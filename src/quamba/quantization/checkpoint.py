@@ -97,7 +97,8 @@ def save_quantized(model: QuantizedMambaLM, out: str | Path, source_dir: Path | 
     return Path(out)
 
 
-def load_quantized(model_dir: Path, dtype: torch.dtype = torch.float32, device="cpu") -> QuantizedMambaLM:
+def load_quantized(model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> QuantizedMambaLM:
+    model_dir = Path(model_dir)
     raw, config = read_model_config(model_dir)
     qraw = dict(raw["quantization_config"])
     source = f"{model_dir / 'config.json'}: quantization_config"

@@ -26,7 +26,6 @@ from quamba.kernels.numerics import exact_linear, exact_numerics
 from quamba.kernels.rmsnorm_quant_ref import rmsnorm_exact
 from quamba.models.config import MambaConfig
 from quamba.models.fused_block import fused_forward, fused_forward_kernels, fused_path_applies
-from quamba.models.prefill_graphs import StackGraphs, stack_graphable
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
 
@@ -141,7 +140,8 @@ class Block(nn.Module):
         self.residual_in_fp32 = config.residual_in_fp32
 
     def forward(self, hidden, residual, cache: LayerCache | None = None):
-        if self.runs_kernels(hidden, cache):
+        # Exactly MambaMixer: the quantized mixer's reference backend runs in this Block too.
+        if type(self.mixer) is MambaMixer and fused_path_applies(self, hidden, cache):
             return fused_forward(self, hidden, residual, cache)
         residual = hidden.float() + residual.float() if residual is not None else hidden.float()
         if not self.residual_in_fp32:
@@ -150,11 +150,6 @@ class Block(nn.Module):
         if getattr(self.mixer, "takes_fp32_input", False):  # a quantized mixer (see QMambaMixer)
             return self.mixer(normed, cache, out_dtype=hidden.dtype), residual
         return self.mixer(normed.to(hidden.dtype), cache), residual
-
-    def runs_kernels(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> bool:
-        """Whether ``forward`` takes the fused kernels (``_forward_kernels``) for this input."""
-        # Exactly MambaMixer: the quantized mixer's reference backend runs in this Block too.
-        return type(self.mixer) is MambaMixer and fused_path_applies(self, hidden, cache)
 
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """The fused path without prefill graphs (what models.prefill_graphs captures)."""
@@ -217,20 +212,13 @@ class MambaLM(nn.Module):
     def hidden_states(self, input_ids: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
         """Final normed hidden states (batch, seqlen, d_model) in the model dtype."""
         hidden = self.backbone.embedding(input_ids)
-        # A CUDA prefill whose every layer runs its kernels: one graph of the whole stack.
-        normed = StackGraphs.run(self, hidden, cache) if stack_graphable(self, hidden, cache) else None
-        if normed is None:
-            residual = None
-            for i, layer in enumerate(self.backbone.layers):
-                hidden, residual = layer(hidden, residual, None if cache is None else cache.layers[i])
-            normed = self.final_norm(hidden, residual)
+        residual = None
+        for i, layer in enumerate(self.backbone.layers):
+            hidden, residual = layer(hidden, residual, None if cache is None else cache.layers[i])
         if cache is not None:
             cache.seqlen_offset += input_ids.shape[1]
-        return normed
-
-    def final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """The last residual add and RMSNorm, in the model dtype."""
-        return self.backbone.norm_f(hidden.float() + residual.float()).to(self.dtype)
+        residual = hidden.float() + residual.float()
+        return self.backbone.norm_f(residual).to(self.dtype)
 
     def forward(self, input_ids: torch.Tensor, cache: InferenceCache | None = None,
                 num_last_tokens: int = 0) -> torch.Tensor:

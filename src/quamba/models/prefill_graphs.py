@@ -11,12 +11,7 @@ capturable (no host syncs, no allocations that outlive it but its outputs); give
 the buffers are its own inputs (in place), so it must finish reading hidden
 before it writes the output, and update residual element by element, each read
 before it is written.
-A model whose every layer runs its kernels goes one step further: one graph of the whole
-layer stack (``StackGraphs``), so no graph ends between layers. Between two per-block graphs
-the H100 idled 12-38 µs a layer, 0.3-2.4 ms a prefill (benchmarks/prefill_graph_gap_check.py,
-docs/benchmarks.md); within one graph the kernels follow each other within a microsecond.
-``QUAMBA_PREFILL_GRAPHS=0`` turns both off, ``QUAMBA_PREFILL_GRAPHS=block`` keeps the per-block
-graphs only (for A/B runs).
+``QUAMBA_PREFILL_GRAPHS=0`` turns this off.
 """
 
 from __future__ import annotations
@@ -32,34 +27,18 @@ from quamba.kernels.numerics import exact_numerics
 
 from quamba.models.cuda_graph import capture_stream
 
-__all__ = ["PrefillGraphs", "StackGraphs", "graphable", "stack_graphable"]
+__all__ = ["PrefillGraphs", "graphable"]
 
 
 def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
     """Prefill on CUDA, no autograd, not inside another capture (a graphed decode step)."""
     if not hidden.is_cuda or hidden.dim() != 3 or hidden.shape[1] <= 1 or torch.is_grad_enabled():
         return False
-    if _graphs_mode() == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if os.environ.get("QUAMBA_PREFILL_GRAPHS", "1") == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return False
     if residual is not None and residual.dtype != torch.float32:
         return False
     return not torch.cuda.is_current_stream_capturing()
-
-
-def _graphs_mode() -> str:
-    mode = os.environ.get("QUAMBA_PREFILL_GRAPHS", "1")
-    if mode not in ("0", "1", "block"):
-        raise ValueError(f"QUAMBA_PREFILL_GRAPHS={mode!r}: use 1 (one graph a layer stack), block or 0")
-    return mode
-
-
-def stack_graphable(model, hidden: torch.Tensor, cache) -> bool:
-    """Whether one graph can hold this prefill of ``model``'s whole layer stack: the per-block
-    conditions, and every layer running its fused kernels (``runs_kernels``)."""
-    if not graphable(hidden, None) or _graphs_mode() == "block":
-        return False
-    return all(layer.runs_kernels(hidden, None if cache is None else cache.layers[i])
-               for i, layer in enumerate(model.backbone.layers))
 
 
 def _cache_key(cache) -> tuple | None:
@@ -186,84 +165,3 @@ class PrefillGraphs:
                 graphs.popitem(last=False)
         graph.replay()
         return st.h, st.r
-
-
-class StackGraphs:
-    """One CUDA graph of a model's whole layer stack and final norm, per prefill key.
-
-    The key: the embedded prompt's shape, dtype and device, every layer's cache states (by
-    address: the graph writes them in place), every weight (by address and version), the
-    module tree (a replaced submodule) and the numerics mode. A key's first call returns
-    None and the caller runs the layers eagerly (their kernels compile and autotune); the
-    second captures, later ones replay. The graph reads its input from a buffer pair of its
-    own, which the layers update in place as per-block graphs do, so its memory pool holds
-    about one layer's intermediates. Its output, the final normed hidden states, lives in
-    that pool: valid until the next replay of the same key (callers take the head of it
-    first). At most ``MAX_GRAPHS_PER_MODEL`` keys a model, least recently used dropped; a
-    freed model takes its graphs, pairs and pools with it (weak keys).
-
-    The key is checked before every replay, on the host, with the GPU idle: it walks a list of
-    the model's modules kept from the last call (not ``model.modules()``, three times slower)
-    and reads each weight's address and version, about 0.3 ms for the 2.8b shape.
-    """
-
-    MAX_GRAPHS_PER_MODEL = 2
-    _models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def __init__(self, model, hidden: torch.Tensor, cache):
-        self.h = torch.empty_like(hidden)
-        self.r = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=capture_stream(hidden.device)):
-            h, r = self.h, self.r
-            for i, layer in enumerate(model.backbone.layers):
-                out, res = layer._forward_kernels(h, None if i == 0 else r,
-                                                  None if cache is None else cache.layers[i], out=(h, r))
-                if out.data_ptr() != h.data_ptr():     # a layer that could not write in place
-                    h.copy_(out)
-                if res.data_ptr() != r.data_ptr():
-                    r.copy_(res)
-                del out, res
-            self.out = model.final_norm(h, r)
-
-    @classmethod
-    def run(cls, model, hidden: torch.Tensor, cache) -> torch.Tensor | None:
-        """The final normed hidden states of this prefill through its graph, or None on the
-        key's first call (run the layers eagerly then)."""
-        state = cls._models.get(model)
-        if state is None:
-            state = cls._models[model] = _ModelGraphs(model)
-        key = (hidden.device, tuple(hidden.shape), hidden.dtype, exact_numerics(),
-               tuple(type(layer) for layer in model.backbone.layers),
-               None if cache is None else tuple(_cache_key(layer) for layer in cache.layers),
-               state.weights_key(model))
-        entries = state.entries
-        if key not in entries:
-            entries[key] = None
-            while len(entries) > cls.MAX_GRAPHS_PER_MODEL:
-                entries.popitem(last=False)
-            return None
-        entries.move_to_end(key)
-        graph = entries[key]
-        if graph is None:
-            graph = entries[key] = cls(model, hidden, cache)
-        graph.h.copy_(hidden)
-        graph.graph.replay()
-        return graph.out
-
-
-class _ModelGraphs:
-    """A model's stack graphs and the module list their weights key walks."""
-
-    def __init__(self, model):
-        self.entries: OrderedDict = OrderedDict()
-        self.modules = list(model.modules())
-
-    def weights_key(self, model) -> tuple:
-        children = tuple(id(child) for m in self.modules for child in m._modules.values())
-        if children != getattr(self, "children", None):     # a submodule replaced: walk the tree again
-            self.modules = list(model.modules())
-            self.children = children = tuple(id(child) for m in self.modules for child in m._modules.values())
-        return children, tuple((t.data_ptr(), 0 if t.is_inference() else t._version)
-                               for m in self.modules for d in (m._parameters, m._buffers)
-                               for t in d.values() if t is not None)

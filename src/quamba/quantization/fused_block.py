@@ -89,9 +89,6 @@ class FusedQBlock(Block):
             return _PrefillGraphs.run(self, hidden, residual, cache)
         return self._forward_kernels(hidden, residual, cache)
 
-    def runs_kernels(self, hidden, cache: LayerCache | None = None) -> bool:
-        return True   # swapped in only where the kernels apply (select_backend)
-
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """out: optional (hidden_out, residual_out) buffers to write the results into
         (the prefill graphs' pair, which then needs no copy). They may be hidden and

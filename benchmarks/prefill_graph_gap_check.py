@@ -1,0 +1,96 @@
+"""Where the GPU idles in a graphed prefill. The prefill profiles show ~40 µs of idle GPU before
+every layer's first kernel (docs/profile_prefill2048_*: 2.4-2.6 ms of a 2.8b prefill), where one
+per-block CUDA graph ends and the next begins; inside a graph the kernels follow each other within
+about a microsecond. This times a batch-1 W8A8 prefill four ways:
+
+- ``per_block``: as quamba runs it (one graph a block, replayed from Python), CUDA events around it;
+- ``per_block_queued``: the same, enqueued behind a GPU sleep, so the host is far ahead and what
+  is left is the GPU's own time;
+- ``whole``: the whole forward captured as one graph (``QUAMBA_PREFILL_GRAPHS=0`` while capturing,
+  so the blocks' kernels go straight into it), replayed;
+- ``whole_queued``: that graph behind a GPU sleep.
+
+plus the host's time to enqueue one per-block prefill, and whether the logits are the same bits.
+
+    python benchmarks/prefill_graph_gap_check.py --json docs/sweeps/prefill_graph_gap_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from quamba.eval import bench as B
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--shapes", default="130m,1.4b,2.8b")
+parser.add_argument("--prompt-len", default="1024,2048")
+parser.add_argument("--reps", type=int, default=10)
+parser.add_argument("--json", required=True)
+args = parser.parse_args()
+
+
+def queued_ms(fn, reps: int) -> float:
+    """Median ms of ``fn`` enqueued behind a GPU sleep long enough for the host to finish
+    enqueueing it first: the GPU's time alone, host gaps left out."""
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(200_000_000)          # ~0.1 s at the H100's clock
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+rows = []
+with torch.inference_mode():
+    for shape in args.shapes.split(","):
+        config = B.shape_config(shape)
+        model = B.random_w8a8_model(config)
+        for length in (int(v) for v in args.prompt_len.split(",")):
+            prompt = torch.randint(0, config.vocab_size, (1, length), device="cuda")
+            run = lambda: model(prompt, num_last_tokens=1)   # noqa: E731
+            row = {"shape": shape, "method": "w8a8", "batch": 1, "prompt_len": length, "layers": config.n_layer}
+            row["per_block_ms"] = B.median_ms(run, warmup=3, reps=args.reps)
+            row["per_block_queued_ms"] = queued_ms(run, args.reps)
+            hosts = []
+            for _ in range(5):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                run()
+                hosts.append((time.perf_counter() - t0) * 1e3)
+            torch.cuda.synchronize()
+            row["host_enqueue_ms"] = statistics.median(hosts)
+            want = run().clone()
+            os.environ["QUAMBA_PREFILL_GRAPHS"] = "0"
+            try:
+                run()
+                torch.cuda.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    got = run()
+                graph.replay()
+                torch.cuda.synchronize()
+                row["whole_same_logits"] = bool(torch.equal(got, want))
+                row["whole_ms"] = B.median_ms(graph.replay, warmup=3, reps=args.reps)
+                row["whole_queued_ms"] = queued_ms(graph.replay, args.reps)
+                del graph, got
+            finally:
+                os.environ["QUAMBA_PREFILL_GRAPHS"] = "1"
+            row["idle_per_layer_us"] = (row["per_block_queued_ms"] - row["whole_queued_ms"]) * 1e3 / config.n_layer
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del model
+        torch.cuda.empty_cache()
+
+json.dump({"environment": B.environment(), "command": "python benchmarks/prefill_graph_gap_check.py --shapes "
+           + args.shapes + " --prompt-len " + args.prompt_len, "rows": rows}, open(args.json, "w"), indent=1)

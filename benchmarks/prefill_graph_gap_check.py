@@ -71,6 +71,7 @@ with torch.inference_mode():
             torch.cuda.synchronize()
             row["host_enqueue_ms"] = statistics.median(hosts)
             want = run().clone()
+            previous = os.environ.get("QUAMBA_PREFILL_GRAPHS")
             os.environ["QUAMBA_PREFILL_GRAPHS"] = "0"
             try:
                 run()
@@ -85,7 +86,12 @@ with torch.inference_mode():
                 row["whole_queued_ms"] = queued_ms(graph.replay, args.reps)
                 del graph, got
             finally:
-                os.environ["QUAMBA_PREFILL_GRAPHS"] = "1"
+                if previous is None:
+                    os.environ.pop("QUAMBA_PREFILL_GRAPHS")
+                else:
+                    os.environ["QUAMBA_PREFILL_GRAPHS"] = previous
+            # per-block minus one graph, both queued: the boundaries' idle time and whatever else
+            # the per-block path adds (its pair copies, when any)
             row["idle_per_layer_us"] = (row["per_block_queued_ms"] - row["whole_queued_ms"]) * 1e3 / config.n_layer
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -26,3 +26,14 @@ def device() -> torch.device:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _gpu_tiles(monkeypatch):
+    """The kernels' own tests run the tiles and program counts a GPU runs, masked last
+    programs included, also under the interpreter (where whole-model tests take wide ones)."""
+    try:
+        from quamba.kernels.triton import _common
+    except ImportError:          # no Triton: the test modules skip
+        return
+    monkeypatch.setattr(_common, "WIDE_INTERPRETER_TILES", False)

@@ -136,7 +136,7 @@ def test_every_k_split_gives_the_unsplit_bits(M, N, K, device, monkeypatch):
     x_q, w_q, xs, ws = _inputs(M, N, K, device, False, True)
     ref = int8_linear_ref(x_q, w_q, xs, ws, out_dtype=torch.float32).to(device)
     for split in (1, 2, 3, 5):
-        monkeypatch.setattr(gemv, "_GEMV_OVERRIDE", {"SPLIT_K": split, "BLOCK_N": 32})   # several column blocks
+        monkeypatch.setattr(gemv, "_GEMV_OVERRIDE", {"SPLIT_K": split})
         assert gemv._gemv_config(M, N, K, device)["SPLIT_K"] == split
         for _ in range(2):
             assert torch.equal(int8_linear(x_q, w_q, xs, ws, out_dtype=torch.float32), ref), split

@@ -180,12 +180,10 @@ def test_selective_scan_int8_chunk_boundaries(l, device):
 @pytest.mark.parametrize("config", [(16, 8, 4, 1), (16, 4, 2, 4), (8, 16, 4, 2), (32, 8, 4, 4)])
 def test_selective_scan_chunked_layouts(config, device, monkeypatch):
     """Other (BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked kernel give the same scan
-    ((32, 8, 4, 4) is _CHUNKED_CONFIG_WIDE, for many programs). Its channel block pinned, so
-    that the interpreter (one block of all channels by default) runs several too."""
+    ((32, 8, 4, 4) is _CHUNKED_CONFIG_WIDE, for many programs)."""
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG", config)
-    monkeypatch.setattr(scan_mod, "_BLOCK_D_OVERRIDE", config[0])
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_WIDE", None)
-    b, l, d, n = (1, 19, 12, 16) if device.type == "cpu" else (2, 300, 1280, 16)
+    b, l, d, n = (1, 19, 40, 16) if device.type == "cpu" else (2, 300, 1280, 16)   # d 40: blocks of 8/16/32
     args = _int8_case(b, l, d, n, device)
     y, h = selective_scan_int8(**args)
     ref_y, ref_h = selective_scan_int8_ref(**args)

@@ -111,3 +111,11 @@ def test_config_layouts_agree():
     assert ssm == hf and ssm.vocab_size == 50280 and ssm.d_inner == 1536
     with pytest.raises(QuambaError, match="model_type 'mamba2'"):
         MambaConfig.from_dict({"hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 8, "model_type": "mamba2"})
+
+
+def test_a_folder_given_as_a_string_loads_as_a_path(tiny_dir):
+    """The loaders take str as well as Path (a string once raised a TypeError in them)."""
+    from quamba.models.loading import load_fp_model
+
+    from_text, from_path = load_fp_model(str(tiny_dir)), load_fp_model(tiny_dir)
+    assert all(torch.equal(a, b) for a, b in zip(from_text.state_dict().values(), from_path.state_dict().values()))

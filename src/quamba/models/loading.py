@@ -40,7 +40,8 @@ def read_model_config(model_dir: str | Path) -> tuple[dict, MambaConfig]:
     return raw, MambaConfig.from_dict(raw, source=str(path))
 
 
-def load_fp_model(model_dir: Path, dtype: torch.dtype = torch.float32, device="cpu") -> MambaLM:
+def load_fp_model(model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> MambaLM:
+    model_dir = Path(model_dir)
     _, config = read_model_config(model_dir)
     files = weight_files(model_dir)
     with torch.device("meta"):

@@ -84,6 +84,18 @@ def interpret_mode() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+# Under the interpreter the wrappers may take wide tiles where a tile does not change the
+# arithmetic (a scan's channels, a GEMV's rows): its cost is per program and per op, not per
+# element, so a whole-model run is 5x faster. The kernel tests set this False, to run the tiles
+# and program counts a GPU runs.
+WIDE_INTERPRETER_TILES = True
+
+
+def wide_interpreter_tiles() -> bool:
+    """Take wide tiles: the interpreter runs, and WIDE_INTERPRETER_TILES is on."""
+    return WIDE_INTERPRETER_TILES and interpret_mode()
+
+
 def check_device(op: str, *tensors: torch.Tensor | None) -> torch.device:
     """All given tensors on one device, which is CUDA unless the interpreter runs."""
     present = [t for t in tensors if t is not None]

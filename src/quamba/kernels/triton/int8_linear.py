@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale)
+                      pdl_wait, quantize_int8, scalar_scale, wide_interpreter_tiles)
 from .causal_conv1d import CONV_STEP_MAX_WIDTH, conv_step_finish, conv_step_load
 
 __all__ = ["int8_linear", "int8_linear_quant", "int8_linear_conv_step", "DECODE_MAX_M"]
@@ -638,7 +638,7 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
     stages = o.get("num_stages", 4 if M <= 32 else 3)
     if interpret_mode():
         block_k = 64
-        if "BLOCK_N" not in o:   # fewer, wider programs (the interpreter's cost is per program)
+        if "BLOCK_N" not in o and wide_interpreter_tiles():   # fewer, wider programs (its cost is per program)
             block_n = max(block_n, min(next_pow2(N), 256))
     n_blocks = triton.cdiv(N, block_n)
     k_blocks = triton.cdiv(K, block_k)
@@ -735,11 +735,11 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
     if rows_cfg is not None:
         bn = rows_cfg["BLOCK_N"]
         bk = min(rows_cfg["BLOCK_K"], next_pow2(K))
-        if interpret_mode():
-            if bk < K:
-                bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
+        if interpret_mode() and bk < K:
+            bk = min(64, bk)   # the looped variant in small steps (the interpreter is slow on wide tiles)
+        if wide_interpreter_tiles():
             # Up to 256 rows a program: the interpreter's cost is per program and per op, and each
-            # row's int32 sum is the same whatever the tile (the GPU's shapes: test_int8_linear).
+            # row's int32 sum is the same whatever the tile.
             bn = max(bn, min(next_pow2(N), 256))
         if bk >= K and x_words is not None and w_words is not None:
             head, tail = _head_tail(K // 4)

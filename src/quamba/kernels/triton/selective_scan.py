@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from ._common import (check_device, check_dtype, check_shape, interpret_mode, next_pow2, pdl_launch_options,
-                      pdl_wait, quantize_int8, scalar_scale)
+                      pdl_wait, quantize_int8, scalar_scale, wide_interpreter_tiles)
 from ._scan_math import output_gate, step_dt
 from .int8_linear import int8_linear_quant
 from .selective_scan_segments import combine_segments, correct_segments
@@ -496,9 +496,8 @@ _FUSED_DT_MAX_DECODE_ROWS = 4
 # time in Python: tens of seconds for a small model's forward).
 _INTERPRETER_SCAN = "in_order"
 # Set by benchmarks/kernels_gpu.py to sweep the serial kernel's channel block and
-# chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"), and by tests to run
-# several channel blocks under the interpreter; None / 8 in normal use. _BLOCK_D_OVERRIDE
-# reaches the chunked kernel too, _CHUNK only the serial one.
+# chunk (decode steps, and prefill when _PREFILL_IMPL is "serial"); None / 8 in
+# normal use.
 _BLOCK_D_OVERRIDE: int | None = None
 _CHUNK = 8
 _DTW_EARLY_MAX_PER_THREAD = 128
@@ -590,7 +589,6 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     segments = triton.cdiv(seqlen, seg_len)
     if time_parallel:
         block_d, chunk, num_warps, state_rows = _chunked_config(batch * segments, dim, block_n, u.device, is_int8)
-        block_d = _BLOCK_D_OVERRIDE or block_d
     else:
         # Serial prefill: 16 channels x 8-step chunks a program, one warp (the
         # best of the block/chunk sweep in docs/kernels.md: many short
@@ -608,10 +606,14 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         # (fewer spill: checked in the SASS).
         num_warps = max(1, min(4, max(block_d * block_n // 256, block_d * chunk // 128)))
     gpu_block_d = block_d   # what the register budget below is reckoned for
-    if interpret_mode() and _BLOCK_D_OVERRIDE is None:
+    if wide_interpreter_tiles():
         # All channels in one program: the interpreter's cost is per program and per op, not
         # per element, and channels are independent, so the bits are the same as in tiles.
         block_d = next_pow2(dim)
+    elif interpret_mode():
+        # No fully masked tiles for the (slow) interpreter, and the serial kernel's channels in
+        # one program (its cost is per program there; channels are independent: the same bits).
+        block_d = min(block_d, next_pow2(dim)) if time_parallel else next_pow2(dim)
     dummy = final
     dtw_early = False
     if dt_proj is not None:

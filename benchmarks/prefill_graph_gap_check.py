@@ -10,7 +10,10 @@ about a microsecond. This times a batch-1 W8A8 prefill four ways:
   so the blocks' kernels go straight into it), replayed;
 - ``whole_queued``: that graph behind a GPU sleep.
 
-plus the host's time to enqueue one per-block prefill, and whether the logits are the same bits.
+plus the host's time to enqueue one per-block prefill, whether the logits are the same bits, the
+memory each way's capture takes (peak allocated during the capturing call, and reserved after it,
+both above what the model held before), and the host's time to walk the model's weights as the
+per-block graphs' key does (``_weights_key``), which a whole-stack graph would have to check first.
 
     python benchmarks/prefill_graph_gap_check.py --json docs/sweeps/prefill_graph_gap_h100.json
 """
@@ -26,6 +29,7 @@ import time
 import torch
 
 from quamba.eval import bench as B
+from quamba.models.prefill_graphs import _weights_key
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--shapes", default="130m,1.4b,2.8b")
@@ -60,6 +64,14 @@ with torch.inference_mode():
             prompt = torch.randint(0, config.vocab_size, (1, length), device="cuda")
             run = lambda: model(prompt, num_last_tokens=1)   # noqa: E731
             row = {"shape": shape, "method": "w8a8", "batch": 1, "prompt_len": length, "layers": config.n_layer}
+            run()                                    # eager: compile, autotune
+            torch.cuda.synchronize()
+            base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+            torch.cuda.reset_peak_memory_stats()
+            run()                                    # the per-block graphs' capture
+            torch.cuda.synchronize()
+            row["per_block_capture_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            row["per_block_reserved_after_mib"] = (torch.cuda.memory_reserved() - base_reserved) / 2**20
             row["per_block_ms"] = B.median_ms(run, warmup=3, reps=args.reps)
             row["per_block_queued_ms"] = queued_ms(run, args.reps)
             hosts = []
@@ -76,11 +88,15 @@ with torch.inference_mode():
             try:
                 run()
                 torch.cuda.synchronize()
+                base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+                torch.cuda.reset_peak_memory_stats()
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
                     got = run()
                 graph.replay()
                 torch.cuda.synchronize()
+                row["whole_capture_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                row["whole_reserved_after_mib"] = (torch.cuda.memory_reserved() - base_reserved) / 2**20
                 row["whole_same_logits"] = bool(torch.equal(got, want))
                 row["whole_ms"] = B.median_ms(graph.replay, warmup=3, reps=args.reps)
                 row["whole_queued_ms"] = queued_ms(graph.replay, args.reps)
@@ -92,6 +108,12 @@ with torch.inference_mode():
                     os.environ["QUAMBA_PREFILL_GRAPHS"] = previous
             # per-block minus one graph, both queued: the boundaries' idle time and whatever else
             # the per-block path adds (its pair copies, when any)
+            walks = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                _weights_key(model)
+                walks.append((time.perf_counter() - t0) * 1e3)
+            row["weights_key_host_ms"] = statistics.median(walks)
             row["idle_per_layer_us"] = (row["per_block_queued_ms"] - row["whole_queued_ms"]) * 1e3 / config.n_layer
             rows.append(row)
             print(json.dumps(row), flush=True)

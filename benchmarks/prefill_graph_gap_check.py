@@ -37,22 +37,8 @@ parser.add_argument("--prompt-len", default="1024,2048")
 parser.add_argument("--reps", type=int, default=10)
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
-
-
-def queued_ms(fn, reps: int) -> float:
-    """Median ms of ``fn`` enqueued behind a GPU sleep long enough for the host to finish
-    enqueueing it first: the GPU's time alone, host gaps left out."""
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(200_000_000)          # ~0.1 s at the H100's clock
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+# ~0.1 s at the H100's clock: longer than the host takes to enqueue a per-block prefill (5-9 ms)
+QUEUE_SLEEP = 200_000_000
 
 
 rows = []
@@ -73,7 +59,7 @@ with torch.inference_mode():
             row["per_block_capture_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
             row["per_block_reserved_after_mib"] = (torch.cuda.memory_reserved() - base_reserved) / 2**20
             row["per_block_ms"] = B.median_ms(run, warmup=3, reps=args.reps)
-            row["per_block_queued_ms"] = queued_ms(run, args.reps)
+            row["per_block_queued_ms"] = B.queued_ms(run, args.reps, QUEUE_SLEEP)
             hosts = []
             for _ in range(5):
                 torch.cuda.synchronize()
@@ -99,7 +85,7 @@ with torch.inference_mode():
                 row["whole_reserved_after_mib"] = (torch.cuda.memory_reserved() - base_reserved) / 2**20
                 row["whole_same_logits"] = bool(torch.equal(got, want))
                 row["whole_ms"] = B.median_ms(graph.replay, warmup=3, reps=args.reps)
-                row["whole_queued_ms"] = queued_ms(graph.replay, args.reps)
+                row["whole_queued_ms"] = B.queued_ms(graph.replay, args.reps, QUEUE_SLEEP)
                 del graph, got
             finally:
                 if previous is None:

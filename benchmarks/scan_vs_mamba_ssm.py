@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
@@ -59,19 +58,7 @@ selective_scan_fn = load_selective_scan_fn()
 
 def event_us(calls, reps: int = 7) -> float:
     """Median µs per call of ``calls`` launched back to back (for calls a graph cannot hold)."""
-    for c in calls[:2]:
-        c()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for c in calls:
-            c()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(calls))
-    return statistics.median(times)
+    return B.median_ms(lambda: [c() for c in calls], warmup=1, reps=reps) * 1e3 / len(calls)
 
 
 def mamba_ssm_args(a: dict) -> dict:

@@ -127,21 +127,29 @@ def median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
     return statistics.median(times)
 
 
-def queued_replay_ms(decoder, runs: int = 10, replays: int = 64) -> float:
-    """A CUDA-graphed decode step's GPU time alone: ``replays`` replays queued behind a GPU
-    sleep (the host enqueues them all while the GPU spins, so no launch gap falls between
-    them), the median over ``runs`` of the time per replay."""
+def queued_ms(fn: Callable[[], None], runs: int = 10, sleep_cycles: int = 50_000_000) -> float:
+    """The GPU time of ``fn`` alone: enqueued behind a GPU sleep (the host enqueues all of it
+    while the GPU spins, so no host gap falls inside), the median over ``runs``. The sleep
+    must outlast the host's enqueueing."""
     times = []
     for _ in range(runs):
-        torch.cuda._sleep(50_000_000)
+        torch.cuda._sleep(sleep_cycles)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(replays):
-            decoder.graph.replay()
+        fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / replays)
+        times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def queued_replay_ms(decoder, runs: int = 10, replays: int = 64) -> float:
+    """A CUDA-graphed decode step's GPU time alone: ``replays`` replays queued behind a GPU
+    sleep (``queued_ms``), the time per replay."""
+    def replay_all():
+        for _ in range(replays):
+            decoder.graph.replay()
+    return queued_ms(replay_all, runs) / replays
 
 
 def _weight_bytes(model) -> int:

@@ -270,7 +270,105 @@ def test_prefill_graph_replays_new_prompts(monkeypatch, fused_calls):
         graphed = [model(ids).clone() for ids in prompts]       # eager, capture, replay, replay
         monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", "0")
         eager = [model(ids).clone() for ids in prompts]
-    assert fused_calls
     for g, e in zip(graphed, eager):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(graphed[2], graphed[3])          # different prompts, different logits
+
+
+@pytest.fixture
+def stack_captures(monkeypatch):
+    """The owners (blocks, or models for their whole-stack graphs) of each prefill graph captured."""
+    from quamba.models.prefill_graphs import PrefillGraphs
+
+    owners = []
+    real = PrefillGraphs._capture
+
+    def spy(self, owner, *args, **kwargs):
+        owners.append(owner)
+        return real(self, owner, *args, **kwargs)
+
+    monkeypatch.setattr(PrefillGraphs, "_capture", spy)
+    return owners
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_prefill_stack_graph_gives_what_the_block_graphs_give(monkeypatch, stack_captures):
+    """One graph of the whole layer stack (the default) computes what one graph a block does,
+    with and without a cache (the states it writes in place included), on new prompts too."""
+    model = _tiny("fp16")
+    prompts = [_ids(1, 33, seed=s) for s in range(4)]
+
+    def prefills():
+        with torch.inference_mode():
+            plain = [model(ids).clone() for ids in prompts]        # eager, capture, replay, replay
+            cached = []
+            for _ in range(3):
+                cache = model.allocate_cache(1)
+                logits = model(prompts[0], cache).clone()
+                cached.append((logits, [layer.ssm_state.clone() for layer in cache.layers]))
+        return plain, cached
+
+    stack = prefills()
+    assert stack_captures and all(owner is model for owner in stack_captures)
+    monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", "block")
+    stack_captures.clear()
+    blocks = prefills()
+    assert stack_captures and all(owner is not model for owner in stack_captures)
+    for s, b in zip(stack[0], blocks[0]):
+        torch.testing.assert_close(s, b, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(stack[0][2], stack[0][3])
+    for (s, s_states), (b, b_states) in zip(stack[1], blocks[1]):
+        torch.testing.assert_close(s, b, rtol=1e-3, atol=1e-3)
+        for x, y in zip(s_states, b_states):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
+
+
+def _change_weights(model, how: str) -> list:
+    """Change the model so that a stack graph captured before must not replay; return what must
+    stay alive meanwhile (so the new weights cannot land where the old ones were)."""
+    import copy
+
+    layer = model.backbone.layers[1]
+    with torch.no_grad():
+        if how == "A_log in place":          # A = -exp(A_log) is derived on the host and baked in
+            layer.mixer.A_log.mul_(0.5)
+            return []
+        if how == "moved":                   # .to() moves every weight
+            old = [p.data for p in model.parameters()]
+            model.cpu().cuda()
+            layer.norm.weight.mul_(1.5)
+            return old
+        if how == "assigned":                # a parameter replaced by another
+            old = layer.norm.weight
+            layer.norm.weight = nn.Parameter(old * 1.5, requires_grad=False)
+            return [old]
+        if how == "layer swapped":           # a layer replaced by another
+            old = model.backbone.layers[1]
+            model.backbone.layers[1] = copy.deepcopy(old)
+            model.backbone.layers[1].norm.weight.mul_(1.5)
+            return [old]
+    raise ValueError(how)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("how", ["A_log in place", "moved", "assigned", "layer swapped"])
+def test_prefill_stack_graph_sees_changed_weights(monkeypatch, stack_captures, how):
+    """The stack's key checks no weight's address on the host (that cost as much as the graph
+    saves); what moves or replaces weights bumps an epoch instead, and host-derived values are
+    checked by their sources' versions. After each change the graphed prefill gives what the
+    changed model gives eagerly."""
+    model = _tiny("fp16")
+    ids = _ids(1, 33)
+    with torch.inference_mode():
+        before = [model(ids).clone() for _ in range(3)]           # eager, capture, replay
+    assert stack_captures == [model]
+    keep = _change_weights(model, how)
+    with torch.inference_mode():
+        after = [model(ids).clone() for _ in range(3)]            # eager, capture, replay
+        monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", "0")
+        eager = model(ids).clone()
+    del keep
+    assert stack_captures == [model, model]
+    assert not torch.allclose(eager, before[0], rtol=1e-2, atol=1e-2)
+    for got in after:
+        torch.testing.assert_close(got, eager, rtol=1e-3, atol=1e-3)

@@ -194,13 +194,16 @@ def test_state_matrix_follows_a_log_writes():
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="prefill CUDA graphs need a GPU")
-def test_w8a8_prefill_graphs_replay_what_eager_gives(qmodel, monkeypatch):
+@pytest.mark.parametrize("graphs", ["1", "block"])
+def test_w8a8_prefill_graphs_replay_what_eager_gives(qmodel, monkeypatch, graphs):
     """A W8A8 prefill long enough for the tiled GEMMs (the TMA kernel on Hopper), through
-    the per-block CUDA graphs (eager, capture, replays; the blocks update one buffer pair in
-    place) equals the same prompts run eagerly, with and without a cache; a different
-    prompt gives different logits (the graphs read their inputs)."""
+    the CUDA graphs (eager, capture, replays; the blocks update one buffer pair in place;
+    one graph of the whole stack, or one a block) equals the same prompts run eagerly, with
+    and without a cache; a different prompt gives different logits (the graphs read their
+    inputs)."""
     prompts = [torch.randint(0, 8192, (1, 160), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(s))
                for s in range(4)]
+    monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", graphs)
     try:
         assert qmodel.select_backend("triton") == "triton"
         with torch.no_grad():
@@ -217,6 +220,31 @@ def test_w8a8_prefill_graphs_replay_what_eager_gives(qmodel, monkeypatch):
     for c in cached:
         assert torch.equal(c, eager_cached)
     assert not torch.equal(graphed[2], graphed[3])
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="prefill CUDA graphs need a GPU")
+def test_w8a8_prefill_stack_graph_sees_a_rescaled_tensor(qmodel, monkeypatch):
+    """B's scale is merged into x_proj's output-scale vector on the host, and a graph bakes that
+    vector in. Written in place after the stack graph was captured, the next prefill computes
+    the vector again, then captures anew, and gives what the rescaled model gives eagerly."""
+    ids = torch.randint(0, 8192, (1, 160), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(5))
+    scale = qmodel.backbone.layers[1].mixer.ssm.B_scale
+    original = scale.clone()
+    try:
+        assert qmodel.select_backend("triton") == "triton"
+        with torch.no_grad():
+            before = [qmodel(ids).clone() for _ in range(3)]          # eager, capture, replay
+            scale.mul_(1.5)
+            after = [qmodel(ids).clone() for _ in range(3)]
+            monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", "0")
+            eager = qmodel(ids).clone()
+    finally:
+        with torch.no_grad():
+            scale.copy_(original)
+        qmodel.select_backend("reference")
+    assert not torch.equal(eager, before[0])
+    for got in after:
+        assert torch.equal(got, eager)
 
 
 @pytest.mark.parametrize("batch,early_norm,early_hadamard", [(1, True, True), (2, True, True), (3, False, False)])

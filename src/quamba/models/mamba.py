@@ -26,6 +26,7 @@ from quamba.kernels.numerics import exact_linear, exact_numerics
 from quamba.kernels.rmsnorm_quant_ref import rmsnorm_exact
 from quamba.models.config import MambaConfig
 from quamba.models.fused_block import fused_forward, fused_forward_kernels, fused_path_applies
+from quamba.models.prefill_graphs import PrefillGraphs, stack_graphable, weights_moved
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
 
@@ -140,8 +141,7 @@ class Block(nn.Module):
         self.residual_in_fp32 = config.residual_in_fp32
 
     def forward(self, hidden, residual, cache: LayerCache | None = None):
-        # Exactly MambaMixer: the quantized mixer's reference backend runs in this Block too.
-        if type(self.mixer) is MambaMixer and fused_path_applies(self, hidden, cache):
+        if self.runs_kernels(hidden, cache):
             return fused_forward(self, hidden, residual, cache)
         residual = hidden.float() + residual.float() if residual is not None else hidden.float()
         if not self.residual_in_fp32:
@@ -151,9 +151,24 @@ class Block(nn.Module):
             return self.mixer(normed, cache, out_dtype=hidden.dtype), residual
         return self.mixer(normed.to(hidden.dtype), cache), residual
 
+    def runs_kernels(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> bool:
+        """Whether ``forward`` takes the fused kernels (``_forward_kernels``) for this input."""
+        # Exactly MambaMixer: the quantized mixer's reference backend runs in this Block too.
+        return type(self.mixer) is MambaMixer and fused_path_applies(self, hidden, cache)
+
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """The fused path without prefill graphs (what models.prefill_graphs captures)."""
         return fused_forward_kernels(self, hidden, residual, cache, out)
+
+    def graph_baked_sources(self) -> list[torch.Tensor]:
+        """The tensors whose values ``_forward_kernels`` derives on the host and a CUDA graph
+        of it bakes in (the prefill stack graph checks their version counters)."""
+        return [self.mixer.A_log]
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .half() move the weights: graphs captured before read the old addresses.
+        weights_moved()
+        return super()._apply(fn, recurse)
 
 
 class Backbone(nn.Module):
@@ -212,9 +227,14 @@ class MambaLM(nn.Module):
     def hidden_states(self, input_ids: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
         """Final normed hidden states (batch, seqlen, d_model) in the model dtype."""
         hidden = self.backbone.embedding(input_ids)
-        residual = None
-        for i, layer in enumerate(self.backbone.layers):
-            hidden, residual = layer(hidden, residual, None if cache is None else cache.layers[i])
+        layers = self.backbone.layers
+        if stack_graphable(layers, hidden, cache):
+            # A CUDA prefill whose every layer runs its kernels: one graph of the whole stack.
+            hidden, residual = PrefillGraphs.run_stack(self, layers, hidden, cache)
+        else:
+            residual = None
+            for i, layer in enumerate(layers):
+                hidden, residual = layer(hidden, residual, None if cache is None else cache.layers[i])
         if cache is not None:
             cache.seqlen_offset += input_ids.shape[1]
         residual = hidden.float() + residual.float()

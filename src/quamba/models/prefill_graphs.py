@@ -11,7 +11,23 @@ capturable (no host syncs, no allocations that outlive it but its outputs); give
 the buffers are its own inputs (in place), so it must finish reading hidden
 before it writes the output, and update residual element by element, each read
 before it is written.
-``QUAMBA_PREFILL_GRAPHS=0`` turns this off.
+A model whose every layer runs its kernels goes one step further: one graph of the whole
+layer stack (``PrefillGraphs.run_stack``), so no graph ends between layers. Where one
+per-block graph ended and the next began, the H100 idled 12-51 µs a layer, 2.4 ms of a
+2.8b prefill of 2048 tokens (benchmarks/prefill_graph_gap_check.py, docs/benchmarks.md).
+``QUAMBA_PREFILL_GRAPHS=0`` turns both off, ``QUAMBA_PREFILL_GRAPHS=block`` keeps the
+per-block graphs only (A/B runs).
+
+What a replay must not miss is checked on the host before it, with the GPU waiting, so the
+stack's key costs O(1) in the weights: a graph reads every weight by address, so a weight
+written in place needs nothing, and what moves or replaces one (``Module._apply``, i.e.
+``.to()``/``.half()``; assigning a parameter, buffer or submodule anywhere, which
+``load_state_dict(assign=True)`` and layer swaps do; a backend switch) bumps one
+process-wide count, :func:`weights_moved`, that every stack key holds. The few values a
+block derives on the host and a capture bakes in (A = -exp(A_log), merged scale vectors) are
+checked by their sources' version counters (``Block.graph_baked_sources``). Replacing a
+tensor's storage behind nn.Module's back (``p.data = t``) is not seen: call
+``weights_moved()`` after it.
 """
 
 from __future__ import annotations
@@ -27,18 +43,54 @@ from quamba.kernels.numerics import exact_numerics
 
 from quamba.models.cuda_graph import capture_stream
 
-__all__ = ["PrefillGraphs", "graphable"]
+__all__ = ["PrefillGraphs", "graphable", "stack_graphable", "weights_moved"]
+
+
+def _graphs_mode() -> str:
+    mode = os.environ.get("QUAMBA_PREFILL_GRAPHS", "1")
+    if mode not in ("0", "1", "block"):
+        raise ValueError(f"QUAMBA_PREFILL_GRAPHS={mode!r}: use 1 (one graph a layer stack), block or 0")
+    return mode
 
 
 def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
     """Prefill on CUDA, no autograd, not inside another capture (a graphed decode step)."""
     if not hidden.is_cuda or hidden.dim() != 3 or hidden.shape[1] <= 1 or torch.is_grad_enabled():
         return False
-    if os.environ.get("QUAMBA_PREFILL_GRAPHS", "1") == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if _graphs_mode() == "0" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return False
     if residual is not None and residual.dtype != torch.float32:
         return False
     return not torch.cuda.is_current_stream_capturing()
+
+
+def stack_graphable(layers, hidden: torch.Tensor, cache) -> bool:
+    """Whether one graph can hold this prefill through the whole layer stack: the per-block
+    conditions, and every layer running its fused kernels for it (``runs_kernels``)."""
+    if not graphable(hidden, None) or _graphs_mode() == "block":
+        return False
+    return all(getattr(layer, "runs_kernels", None) is not None
+               and layer.runs_kernels(hidden, None if cache is None else cache.layers[i])
+               for i, layer in enumerate(layers))
+
+
+_weights_epoch = 0
+
+
+def weights_moved(*_hook_args) -> None:
+    """Invalidate every stack graph captured so far: some weight may have moved or been
+    replaced. Called by ``Block._apply``, ``select_backend`` and nn.Module's global
+    registration hooks (registered below); call it after swapping storage by hand."""
+    global _weights_epoch
+    _weights_epoch += 1
+
+
+# Assigning a parameter, buffer or submodule anywhere (a process-wide hook: rare outside model
+# building, and all it costs a stack graph is one eager call and a recapture).
+for _register in (torch.nn.modules.module.register_module_parameter_registration_hook,
+                  torch.nn.modules.module.register_module_buffer_registration_hook,
+                  torch.nn.modules.module.register_module_module_registration_hook):
+    _register(weights_moved)
 
 
 def _cache_key(cache) -> tuple | None:
@@ -49,6 +101,20 @@ def _cache_key(cache) -> tuple | None:
     if cache is None:
         return None
     return tuple((t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) for t in (cache.conv_state, cache.ssm_state))
+
+
+def _layer_caches_key(cache) -> tuple | None:
+    """``_cache_key`` of a whole model's cache, cheaper: the stack's key is checked on the host
+    before every replay. InferenceCache.allocate lays every layer out alike, so every state's
+    address and the first layer's full description."""
+    if cache is None:
+        return None
+    return (_cache_key(cache.layers[0]),
+            tuple(p for layer in cache.layers for p in (layer.conv_state.data_ptr(), layer.ssm_state.data_ptr())))
+
+
+def _baked_versions(sources) -> tuple:
+    return tuple(t._version for t in sources)
 
 
 def _weights_key(block) -> tuple:
@@ -102,6 +168,7 @@ class PrefillGraphs:
         self.r: torch.Tensor | None = None
         self.calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.stack_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # per model: keys run once
         self.captured = False
 
     @classmethod
@@ -116,11 +183,13 @@ class PrefillGraphs:
                 del cls._shapes[key]
 
     @classmethod
-    def run(cls, block, hidden, residual, cache):
+    def _shape_state(cls, owner, hidden) -> "PrefillGraphs":
+        """The shape's pool and pair, with ``owner`` (a block, or a model for its stack)
+        counted as a user of it."""
         key = (hidden.device, tuple(hidden.shape), hidden.dtype)
         st = cls._shapes.get(key)
         if st is not None and st.captured and len(st.graphs) == 0:
-            # Every block that had graphs here is gone, and with its graphs the private
+            # Every owner that had graphs here is gone, and with its graphs the private
             # pool was released: capturing into that pool again would fail. Start afresh.
             st = None
         if st is None:
@@ -128,40 +197,103 @@ class PrefillGraphs:
             while len(cls._shapes) > cls.MAX_SHAPES:
                 cls._shapes.popitem(last=False)
         cls._shapes.move_to_end(key)
-        if block not in cls._watched:
-            cls._watched.add(block)
-            weakref.finalize(block, cls._drop_unused)
-        st.calls[block] = st.calls.get(block, 0) + 1
+        if owner not in cls._watched:
+            cls._watched.add(owner)
+            weakref.finalize(owner, cls._drop_unused)
+        st.calls[owner] = st.calls.get(owner, 0) + 1
+        return st
+
+    def _load_pair(self, hidden, residual) -> None:
+        if self.h is None:
+            shape, dtype, device = self.like
+            self.h = torch.empty(shape, dtype=dtype, device=device)
+            self.r = torch.empty(shape, dtype=torch.float32, device=device)
+        # The previous block's output is already in the pair; anything else is copied in.
+        if hidden.data_ptr() != self.h.data_ptr():
+            self.h.copy_(hidden)
+        if residual is not None and residual.data_ptr() != self.r.data_ptr():
+            self.r.copy_(residual)
+
+    def _capture(self, owner, gkey, forward) -> torch.cuda.CUDAGraph:
+        """Capture ``forward(h, r)``, which must leave its results in the pair, into the
+        shape's pool; kept as one of ``owner``'s graphs under ``gkey``."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=capture_stream(self.h.device)):
+            forward(self.h, self.r)
+        graphs = self.graphs.get(owner)
+        if graphs is None:
+            graphs = self.graphs[owner] = OrderedDict()
+        graphs[gkey] = graph
+        self.captured = True
+        while len(graphs) > self.MAX_GRAPHS_PER_BLOCK:
+            graphs.popitem(last=False)
+        return graph
+
+    def _graph(self, owner, gkey) -> torch.cuda.CUDAGraph | None:
+        graphs = self.graphs.get(owner)
+        graph = None if graphs is None else graphs.get(gkey)
+        if graph is not None:
+            graphs.move_to_end(gkey)
+        return graph
+
+    @staticmethod
+    def _run_block(block, h, r, residual_given: bool, cache) -> None:
+        out, res = block._forward_kernels(h, r if residual_given else None, cache, out=(h, r))
+        # The blocks write straight into the pair; copy only what a block could not.
+        if out.data_ptr() != h.data_ptr():
+            h.copy_(out)
+        if res.data_ptr() != r.data_ptr():
+            r.copy_(res)
+
+    @classmethod
+    def run(cls, block, hidden, residual, cache):
+        st = cls._shape_state(block, hidden)
         if st.calls[block] < 2:
             return block._forward_kernels(hidden, residual, cache)
-        if st.h is None:
-            shape, dtype, device = st.like
-            st.h = torch.empty(shape, dtype=dtype, device=device)
-            st.r = torch.empty(shape, dtype=torch.float32, device=device)
-        # The previous block's output is already in the pair; anything else is copied in.
-        if hidden.data_ptr() != st.h.data_ptr():
-            st.h.copy_(hidden)
-        if residual is not None and residual.data_ptr() != st.r.data_ptr():
-            st.r.copy_(residual)
+        st._load_pair(hidden, residual)
         gkey = (residual is None, _cache_key(cache), _weights_key(block), exact_numerics())
-        graphs = st.graphs.get(block)
-        if graphs is None:
-            graphs = st.graphs[block] = OrderedDict()
-        graph = graphs.get(gkey)
+        graph = st._graph(block, gkey)
         if graph is None:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=st.pool, stream=capture_stream(hidden.device)):
-                out, res = block._forward_kernels(st.h, None if residual is None else st.r, cache,
-                                                  out=(st.h, st.r))
-                # The blocks write straight into the pair; copy only what a block could not.
-                if out.data_ptr() != st.h.data_ptr():
-                    st.h.copy_(out)
-                if res.data_ptr() != st.r.data_ptr():
-                    st.r.copy_(res)
-            del out, res
-            graphs[gkey] = graph
-            st.captured = True
-            while len(graphs) > cls.MAX_GRAPHS_PER_BLOCK:
-                graphs.popitem(last=False)
+            graph = st._capture(block, gkey, lambda h, r: cls._run_block(block, h, r, residual is not None, cache))
+        graph.replay()
+        return st.h, st.r
+
+    @classmethod
+    def run_stack(cls, model, layers, hidden, cache):
+        """``layers`` (all of ``model``'s, each ``runs_kernels``) over the embedded prompt
+        ``hidden`` as one graph: returns (hidden, fp32 residual) after the last layer, in
+        the shape's pair (valid until the next prefill of that shape). A key's first call
+        runs the layers' kernels eagerly (they compile and autotune, and the host-derived
+        values are computed), its second captures, later ones replay.
+
+        The key holds the weights epoch (see :func:`weights_moved`), the cache states'
+        addresses (the graph writes them in place) and the numerics mode; the graph keeps
+        the version counters of the tensors its layers' baked values came from, and a
+        moved one makes the key new again."""
+        st = cls._shape_state(model, hidden)
+        gkey = (_weights_epoch, _layer_caches_key(cache), exact_numerics())
+        seen = st.stack_keys.setdefault(model, OrderedDict())
+        graph = st._graph(model, gkey)
+        if graph is not None and _baked_versions(graph.baked_sources) != graph.baked_versions:
+            # A baked value's source was written: recompute it eagerly, capture again after.
+            del st.graphs[model][gkey], seen[gkey]
+            graph = None
+        if graph is None and gkey not in seen:
+            seen[gkey] = None
+            while len(seen) > 2 * cls.MAX_GRAPHS_PER_BLOCK:
+                seen.popitem(last=False)
+            residual = None
+            for i, layer in enumerate(layers):
+                hidden, residual = layer._forward_kernels(hidden, residual, None if cache is None else cache.layers[i])
+            return hidden, residual
+        st._load_pair(hidden, None)
+        if graph is None:
+            def forward(h, r):
+                for i, layer in enumerate(layers):
+                    cls._run_block(layer, h, r, i > 0, None if cache is None else cache.layers[i])
+
+            graph = st._capture(model, gkey, forward)
+            graph.baked_sources = [t for layer in layers for t in layer.graph_baked_sources() if not t.is_inference()]
+            graph.baked_versions = _baked_versions(graph.baked_sources)
         graph.replay()
         return st.h, st.r

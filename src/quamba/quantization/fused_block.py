@@ -89,6 +89,16 @@ class FusedQBlock(Block):
             return _PrefillGraphs.run(self, hidden, residual, cache)
         return self._forward_kernels(hidden, residual, cache)
 
+    def runs_kernels(self, hidden, cache: LayerCache | None = None) -> bool:
+        return True   # swapped in only where the kernels apply (QuantizedMambaLM.select_backend)
+
+    def graph_baked_sources(self) -> list[torch.Tensor]:
+        """A's source and the scales merged into the in_proj and x_proj output scale vectors."""
+        mixer = self.mixer
+        ssm = mixer.ssm
+        return [ssm.A_log, mixer.conv1d.input_scale, ssm.z_scale, mixer.dt_proj.input_scale, ssm.B_scale,
+                ssm.C_scale]
+
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """out: optional (hidden_out, residual_out) buffers to write the results into
         (the prefill graphs' pair, which then needs no copy). They may be hidden and

@@ -38,15 +38,23 @@ def _tiny(dtype: str, cpu_layers: int = 2):
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """The blocks that took the fused path, in call order."""
+    """The blocks that took the fused path, in call order (a GPU prefill's whole-stack graph
+    counts each of its layers)."""
+    from quamba.models.prefill_graphs import PrefillGraphs
+
     calls = []
-    real = mamba.fused_forward
+    real, real_stack = mamba.fused_forward, PrefillGraphs.run_stack
 
     def spy(block, *args, **kwargs):
         calls.append(block)
         return real(block, *args, **kwargs)
 
+    def spy_stack(model, layers, *args, **kwargs):
+        calls.extend(layers)
+        return real_stack(model, layers, *args, **kwargs)
+
     monkeypatch.setattr(mamba, "fused_forward", spy)
+    monkeypatch.setattr(PrefillGraphs, "run_stack", staticmethod(spy_stack))
     return calls
 
 

@@ -380,3 +380,22 @@ def test_prefill_stack_graph_sees_changed_weights(monkeypatch, stack_captures, h
     assert not torch.allclose(eager, before[0], rtol=1e-2, atol=1e-2)
     for got in after:
         torch.testing.assert_close(got, eager, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_prefill_stack_graph_steps_aside_for_a_tap(stack_captures):
+    """A tap set after the stack graph was captured (as calibration does) sends the next
+    prefill through the reference path, where the tap sees the activations: the stack keeps
+    its answer to "does every layer fit the kernels" only until a tap or a module changes."""
+    model = _tiny("fp16")
+    ids = _ids(1, 33)
+    seen = []
+    with torch.inference_mode():
+        for _ in range(3):                                        # eager, capture, replay
+            model(ids)
+        model.backbone.layers[1].mixer.tap = lambda name, tensor: seen.append(name) or tensor
+        model(ids)
+        model.backbone.layers[1].mixer.tap = None
+        model(ids)
+    assert stack_captures == [model]
+    assert "y" in seen and len(seen) == len(set(seen))            # one tapped prefill, not two

@@ -39,7 +39,8 @@ from quamba.models.prefill_graphs import PrefillGraphs, graphable
 if TYPE_CHECKING:
     from quamba.models.mamba import Block, LayerCache
 
-__all__ = ["fused_path_applies", "fused_forward", "fused_forward_kernels"]
+__all__ = ["block_fits_fused_path", "fused_forward", "fused_forward_kernels", "fused_path_applies",
+           "inputs_fit_fused_path"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -47,12 +48,22 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 def fused_path_applies(block: "Block", hidden: torch.Tensor, cache: "LayerCache | None") -> bool:
     """Whether ``block`` (whose mixer the caller has checked to be a plain
     MambaMixer) computes the same function through the fused kernels."""
+    return block_fits_fused_path(block) and inputs_fit_fused_path(block, hidden, cache)
+
+
+def block_fits_fused_path(block: "Block") -> bool:
+    """The block's own conditions: no calibration tap, an fp32 residual, no online transform.
+    They change only through what bumps the prefill graphs' model epoch (a tap set or cleared,
+    a submodule assigned), so a whole stack's answer can be kept (prefill_graphs.stack_graphable)."""
     mixer = block.mixer
     if mixer.tap is not None or not block.residual_in_fp32:
         return False
     # SmoothQuant's channel scaling and the Hadamard rotation live there online.
-    if type(mixer.x_proj_pre) is not nn.Identity or type(mixer.out_proj_pre) is not nn.Identity:
-        return False
+    return type(mixer.x_proj_pre) is nn.Identity and type(mixer.out_proj_pre) is nn.Identity
+
+
+def inputs_fit_fused_path(block: "Block", hidden: torch.Tensor, cache: "LayerCache | None") -> bool:
+    """The call's conditions: shapes and dtypes, no autograd, Triton usable on hidden's device."""
     if hidden.dim() != 3 or hidden.dtype not in _FLOATS:
         return False
     if cache is not None and (cache.ssm_state.dtype not in _FLOATS or cache.conv_state.dtype not in _FLOATS):

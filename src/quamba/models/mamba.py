@@ -25,8 +25,9 @@ from quamba.kernels.dispatch import selective_scan
 from quamba.kernels.numerics import exact_linear, exact_numerics
 from quamba.kernels.rmsnorm_quant_ref import rmsnorm_exact
 from quamba.models.config import MambaConfig
-from quamba.models.fused_block import fused_forward, fused_forward_kernels, fused_path_applies
-from quamba.models.prefill_graphs import PrefillGraphs, stack_graphable, weights_moved
+from quamba.models.fused_block import (block_fits_fused_path, fused_forward, fused_forward_kernels,
+                                       fused_path_applies)
+from quamba.models.prefill_graphs import PrefillGraphs, model_changed, stack_graphable
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
 
@@ -96,9 +97,19 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(d_inner, config.d_model, bias=config.bias, **kw)
         self.x_proj_pre: nn.Module = nn.Identity()
         self.out_proj_pre: nn.Module = nn.Identity()
-        # Calibration sets this to a callable(name, tensor) that sees every activation
-        # the quantized mixer will quantize (names as in quantization.config.ACTIVATION_POINTS).
         self.tap = None
+
+    @property
+    def tap(self):
+        """Calibration and ``quamba inspect`` set this to a callable(name, tensor) that sees
+        every activation the quantized mixer will quantize (names as in
+        quantization.config.ACTIVATION_POINTS). A tapped mixer takes the reference path."""
+        return self.__dict__["_tap"]
+
+    @tap.setter
+    def tap(self, fn) -> None:
+        self.__dict__["_tap"] = fn
+        model_changed()   # the prefill stack's kept "every layer fits the kernels" is stale
 
     def forward(self, hidden: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         """hidden: (batch, seqlen, d_model) -> (batch, seqlen, d_model)."""
@@ -156,6 +167,10 @@ class Block(nn.Module):
         # Exactly MambaMixer: the quantized mixer's reference backend runs in this Block too.
         return type(self.mixer) is MambaMixer and fused_path_applies(self, hidden, cache)
 
+    def fits_kernels(self) -> bool:
+        """The block's own part of ``runs_kernels`` (the inputs decide the rest)."""
+        return type(self.mixer) is MambaMixer and block_fits_fused_path(self)
+
     def _forward_kernels(self, hidden, residual, cache: LayerCache | None = None, out=None):
         """The fused path without prefill graphs (what models.prefill_graphs captures)."""
         return fused_forward_kernels(self, hidden, residual, cache, out)
@@ -167,7 +182,7 @@ class Block(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # .to() / .half() move the weights: graphs captured before read the old addresses.
-        weights_moved()
+        model_changed()
         return super()._apply(fn, recurse)
 
 
@@ -228,7 +243,7 @@ class MambaLM(nn.Module):
         """Final normed hidden states (batch, seqlen, d_model) in the model dtype."""
         hidden = self.backbone.embedding(input_ids)
         layers = self.backbone.layers
-        if stack_graphable(layers, hidden, cache):
+        if stack_graphable(self, hidden, cache):
             # A CUDA prefill whose every layer runs its kernels: one graph of the whole stack.
             hidden, residual = PrefillGraphs.run_stack(self, layers, hidden, cache)
         else:

@@ -23,11 +23,11 @@ stack's key costs O(1) in the weights: a graph reads every weight by address, so
 written in place needs nothing, and what moves or replaces one (``Module._apply``, i.e.
 ``.to()``/``.half()``; assigning a parameter, buffer or submodule anywhere, which
 ``load_state_dict(assign=True)`` and layer swaps do; a backend switch) bumps one
-process-wide count, :func:`weights_moved`, that every stack key holds. The few values a
+process-wide count, :func:`model_changed`, that every stack key holds. The few values a
 block derives on the host and a capture bakes in (A = -exp(A_log), merged scale vectors) are
 checked by their sources' version counters (``Block.graph_baked_sources``). Replacing a
 tensor's storage behind nn.Module's back (``p.data = t``) is not seen: call
-``weights_moved()`` after it.
+``model_changed()`` after it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from quamba.kernels.numerics import exact_numerics
 
 from quamba.models.cuda_graph import capture_stream
 
-__all__ = ["PrefillGraphs", "graphable", "stack_graphable", "weights_moved"]
+__all__ = ["PrefillGraphs", "graphable", "stack_graphable", "model_changed"]
 
 
 def _graphs_mode() -> str:
@@ -64,33 +64,6 @@ def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
     return not torch.cuda.is_current_stream_capturing()
 
 
-def stack_graphable(layers, hidden: torch.Tensor, cache) -> bool:
-    """Whether one graph can hold this prefill through the whole layer stack: the per-block
-    conditions, and every layer running its fused kernels for it (``runs_kernels``)."""
-    if not graphable(hidden, None) or _graphs_mode() == "block":
-        return False
-    return all(getattr(layer, "runs_kernels", None) is not None
-               and layer.runs_kernels(hidden, None if cache is None else cache.layers[i])
-               for i, layer in enumerate(layers))
-
-
-_weights_epoch = 0
-
-
-def weights_moved(*_hook_args) -> None:
-    """Invalidate every stack graph captured so far: some weight may have moved or been
-    replaced. Called by ``Block._apply``, ``select_backend`` and nn.Module's global
-    registration hooks (registered below); call it after swapping storage by hand."""
-    global _weights_epoch
-    _weights_epoch += 1
-
-
-# Assigning a parameter, buffer or submodule anywhere (a process-wide hook: rare outside model
-# building, and all it costs a stack graph is one eager call and a recapture).
-for _register in (torch.nn.modules.module.register_module_parameter_registration_hook,
-                  torch.nn.modules.module.register_module_buffer_registration_hook,
-                  torch.nn.modules.module.register_module_module_registration_hook):
-    _register(weights_moved)
 
 
 def _cache_key(cache) -> tuple | None:
@@ -101,6 +74,45 @@ def _cache_key(cache) -> tuple | None:
     if cache is None:
         return None
     return tuple((t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) for t in (cache.conv_state, cache.ssm_state))
+
+
+_model_epoch = 0
+
+
+def model_changed(*_hook_args) -> None:
+    """Invalidate every stack graph captured so far, and every stack's kept answer to whether
+    its layers fit the kernels: some weight may have moved or been replaced, or a layer's path
+    changed. Called by ``Block._apply``, ``select_backend``, ``MambaMixer.tap``'s setter and
+    nn.Module's global registration hooks (registered below); call it after swapping a
+    tensor's storage by hand (``p.data = t``)."""
+    global _model_epoch
+    _model_epoch += 1
+
+
+# Assigning a parameter, buffer or submodule anywhere (a process-wide hook: rare outside model
+# building, and all it costs a stack graph is one eager call and a recapture).
+for _register in (torch.nn.modules.module.register_module_parameter_registration_hook,
+                  torch.nn.modules.module.register_module_buffer_registration_hook,
+                  torch.nn.modules.module.register_module_module_registration_hook):
+    _register(model_changed)
+
+_stack_fits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> (epoch, every layer fits)
+
+
+def stack_graphable(model, hidden: torch.Tensor, cache) -> bool:
+    """Whether one graph can hold this prefill through ``model``'s whole layer stack: the
+    per-block conditions, every layer fitting the fused kernels (``fits_kernels``: its own
+    structure, kept per model epoch, since asking 64 layers cost ~0.9 ms of host time on the
+    GPU machine, with the GPU waiting), and the inputs fitting them (the same for every layer,
+    so asked of the first)."""
+    if not graphable(hidden, None) or _graphs_mode() == "block":
+        return False
+    layers = model.backbone.layers
+    fits = _stack_fits.get(model)
+    if fits is None or fits[0] != _model_epoch:
+        fits = _stack_fits[model] = (_model_epoch, all(getattr(layer, "fits_kernels", None) is not None
+                                                       and layer.fits_kernels() for layer in layers))
+    return fits[1] and layers[0].runs_kernels(hidden, None if cache is None else cache.layers[0])
 
 
 def _layer_caches_key(cache) -> tuple | None:
@@ -266,12 +278,12 @@ class PrefillGraphs:
         runs the layers' kernels eagerly (they compile and autotune, and the host-derived
         values are computed), its second captures, later ones replay.
 
-        The key holds the weights epoch (see :func:`weights_moved`), the cache states'
+        The key holds the model epoch (see :func:`model_changed`), the cache states'
         addresses (the graph writes them in place) and the numerics mode; the graph keeps
         the version counters of the tensors its layers' baked values came from, and a
         moved one makes the key new again."""
         st = cls._shape_state(model, hidden)
-        gkey = (_weights_epoch, _layer_caches_key(cache), exact_numerics())
+        gkey = (_model_epoch, _layer_caches_key(cache), exact_numerics())
         seen = st.stack_keys.setdefault(model, OrderedDict())
         graph = st._graph(model, gkey)
         if graph is not None and _baked_versions(graph.baked_sources) != graph.baked_versions:

@@ -89,8 +89,12 @@ class FusedQBlock(Block):
             return _PrefillGraphs.run(self, hidden, residual, cache)
         return self._forward_kernels(hidden, residual, cache)
 
+    # Swapped in only where the kernels apply (QuantizedMambaLM.select_backend).
     def runs_kernels(self, hidden, cache: LayerCache | None = None) -> bool:
-        return True   # swapped in only where the kernels apply (QuantizedMambaLM.select_backend)
+        return True
+
+    def fits_kernels(self) -> bool:
+        return True
 
     def graph_baked_sources(self) -> list[torch.Tensor]:
         """A's source and the scales merged into the in_proj and x_proj output scale vectors."""

@@ -19,7 +19,7 @@ import torch
 from quamba.errors import QuambaError
 from quamba.kernels.numerics import exact_numerics
 from quamba.models.mamba import Block, MambaLM
-from quamba.models.prefill_graphs import weights_moved
+from quamba.models.prefill_graphs import model_changed
 from quamba.quantization.calibration import observe_activations
 from quamba.quantization.config import ACTIVATION_POINTS, QuantConfig
 from quamba.quantization.fused_block import FusedQBlock, fused_path_unsupported
@@ -78,7 +78,7 @@ class QuantizedMambaLM(MambaLM):
         for layer in self.backbone.layers:
             layer.__class__ = FusedQBlock if fused else Block  # same state, other forward
             layer.mixer.fake_quant = False if fused else layer.mixer.fake_quant
-        weights_moved()   # prefill stack graphs captured on the other backend must not replay
+        model_changed()   # prefill stack graphs captured on the other backend must not replay
         self.backend = "triton" if fused else "reference"
         log.info("quantized model backend: %s%s", self.backend, f" ({reason})" if reason and not fused else "")
         return self.backend

@@ -275,8 +275,9 @@ class PrefillGraphs:
         """``layers`` (all of ``model``'s, each ``runs_kernels``) over the embedded prompt
         ``hidden`` as one graph: returns (hidden, fp32 residual) after the last layer, in
         the shape's pair (valid until the next prefill of that shape). A key's first call
-        runs the layers' kernels eagerly (they compile and autotune, and the host-derived
-        values are computed), its second captures, later ones replay.
+        returns None: the caller runs the layers' ``_forward_kernels`` eagerly (they compile
+        and autotune, and the host-derived values are computed; the caller's own loop frees
+        each layer's input as it goes). Its second call captures, later ones replay.
 
         The key holds the model epoch (see :func:`model_changed`), the cache states'
         addresses (the graph writes them in place) and the numerics mode; the graph keeps
@@ -288,16 +289,14 @@ class PrefillGraphs:
         graph = st._graph(model, gkey)
         if graph is not None and _baked_versions(graph.baked_sources) != graph.baked_versions:
             # A baked value's source was written: recompute it eagerly, capture again after.
-            del st.graphs[model][gkey], seen[gkey]
+            del st.graphs[model][gkey]
+            seen.pop(gkey, None)
             graph = None
         if graph is None and gkey not in seen:
             seen[gkey] = None
             while len(seen) > 2 * cls.MAX_GRAPHS_PER_BLOCK:
                 seen.popitem(last=False)
-            residual = None
-            for i, layer in enumerate(layers):
-                hidden, residual = layer._forward_kernels(hidden, residual, None if cache is None else cache.layers[i])
-            return hidden, residual
+            return None
         st._load_pair(hidden, None)
         if graph is None:
             def forward(h, r):

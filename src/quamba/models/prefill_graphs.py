@@ -200,7 +200,7 @@ class PrefillGraphs:
         counted as a user of it."""
         key = (hidden.device, tuple(hidden.shape), hidden.dtype)
         st = cls._shapes.get(key)
-        if st is not None and st.captured and len(st.graphs) == 0:
+        if st is not None and st.captured and not any(st.graphs.values()):
             # Every owner that had graphs here is gone, and with its graphs the private
             # pool was released: capturing into that pool again would fail. Start afresh.
             st = None
@@ -288,9 +288,12 @@ class PrefillGraphs:
         seen = st.stack_keys.setdefault(model, OrderedDict())
         graph = st._graph(model, gkey)
         if graph is not None and _baked_versions(graph.baked_sources) != graph.baked_versions:
-            # A baked value's source was written: recompute it eagerly, capture again after.
-            del st.graphs[model][gkey]
-            seen.pop(gkey, None)
+            # A baked value's source was written: one eager call (which recomputes it), then a
+            # new capture. The stale graph is kept until then: it may be all that holds the
+            # shape's pool, which a capture cannot reuse once released.
+            if not graph.stale:
+                graph.stale = True
+                seen.pop(gkey, None)
             graph = None
         if graph is None and gkey not in seen:
             seen[gkey] = None
@@ -306,5 +309,6 @@ class PrefillGraphs:
             graph = st._capture(model, gkey, forward)
             graph.baked_sources = [t for layer in layers for t in layer.graph_baked_sources() if not t.is_inference()]
             graph.baked_versions = _baked_versions(graph.baked_sources)
+            graph.stale = False
         graph.replay()
         return st.h, st.r

@@ -59,7 +59,11 @@ def grid_configs(quick: bool, decode: bool = False) -> list[dict]:
         {"TILE_ROWS": 32, "num_stages": 3},
         {"MIX": 1},                                      # tf32x3 mix instead of bf16x3
         {"MIX_2D": False},                               # batched 3-D mix (repeats work when ROWS < warps)
-        {"MAX_K": 128},                                  # n = 5120 as 40 x 128 (M_PAD 64)
+        {"MAX_K": 256},                                  # n = 5120 as 20 x 256 (M_PAD 32)
+        # With MAX_K 128 (n = 5120 as 40 x 128, M_PAD 64: one y row a 64-row tile).
+        {"COLS": 128, "ROW_BLOCKS": 2}, {"COLS": 128, "ROW_BLOCKS": 8}, {"COLS": 128, "num_warps": 8},
+        {"COLS": 128, "num_warps": 8, "ROW_BLOCKS": 8}, {"TILE_ROWS": 128, "COLS": 128, "num_warps": 8},
+        {"num_stages": 2, "ROW_BLOCKS": 8}, {"COLS": 32, "ROW_BLOCKS": 8},
     ]
     seen, out = set(), [{}]
     for cfg in base + extra:

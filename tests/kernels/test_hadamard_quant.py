@@ -18,8 +18,9 @@ from ._helpers import assert_int8_match, scale_for, shapes  # noqa: E402
 # n = m * 2^k for every base m; the GPU list has the Mamba widths.
 WIDTHS = shapes(gpu=[384, 1280, 1536, 2048, 2560, 3584, 5120],
                 cpu=[64, 96, 80, 56, 384])
-# More than _MMA_MIN_ROWS (256) rows take the tensor-core kernel (where 2^k >= 16): (1, 2048) on
-# the GPU; on the CPU the variant tests below call it directly on 70 rows.
+# Many rows take the tensor-core kernel where the width has a Paley factor above 12 (where 2^k >=
+# 16; `_prefill_takes_mma`): (1, 2048) on the GPU; on the CPU the variant tests below call it
+# directly on 70 rows.
 ROWS = shapes(gpu=[(1,), (2, 7), (33,), (70,), (2, 40), (1, 2048)], cpu=[(1,), (2, 7), (33,), (70,), (2, 40)])
 
 
@@ -90,21 +91,25 @@ def test_hadamard_quant_mma_variants(n, cfg, dtype, device):
 
 
 def test_hadamard_quant_dispatch(device, monkeypatch):
-    """Above _MMA_MIN_ROWS rows the tensor-core kernel runs with its prefill config, up to
-    _DECODE_MMA_MAX_ROWS with its decode config (16-column blocks) where the width has a
-    Paley factor (up to 64 rows where that factor is above 12), in between the butterfly
-    kernel; widths with 2^k < 16 always take the butterfly kernel, and so do powers of two
-    at decode (no mix: the butterfly is as fast)."""
+    """Many rows take the tensor-core kernel's prefill config where it was measured faster:
+    above _MMA_MIN_ROWS rows where the width's Paley factor is above 12, from
+    _MMA_MIN_ELEMENTS_SMALL_MIX elements where it is 12, never for powers of two (the
+    butterfly has no mix and stays ahead). Up to _DECODE_MMA_MAX_ROWS rows, widths with a
+    Paley factor take its decode config (16-column blocks; up to 64 rows where the factor is
+    above 12). Widths with 2^k < 16 always take the butterfly kernel."""
     hq = importlib.import_module("quamba.kernels.triton.hadamard_quant")
     calls = []
     real = hq._launch_mma
     monkeypatch.setattr(hq, "_launch_mma",
                         lambda *a, **k: calls.append({n: v for n, v in k.items() if n != "trigger_first"})
                         or real(*a, **k))
+    # The m = 12 threshold lowered to 300 rows of 384, so that the interpreter reaches it in CI.
+    monkeypatch.setattr(hq, "_MMA_MIN_ELEMENTS_SMALL_MIX", 300 * 384)
     s = torch.tensor(0.05, device=device)
     decode, lo, hi = hq._DECODE_MMA_CONFIG, hq._DECODE_MMA_MAX_ROWS, hq._MMA_MIN_ROWS
     for M, n, expect in [(1, 384, [decode]), (lo, 384, [decode]), (lo + 1, 384, []), (hi, 384, []),
-                         (hi + 1, 384, [{}]), (hi + 1, 96, []), (1, 96, []), (1, 64, []), (hi + 1, 64, [{}]),
+                         (hi + 1, 384, []), (300, 384, [{}]), (hi + 1, 96, []), (1, 96, []), (1, 64, []),
+                         (hi + 1, 64, []), (hi + 1, 640, [{}]), (hi, 640, []),
                          (lo + 1, 640, [decode]), (64, 640, [decode]), (65, 640, [])]:   # 640 = 20 * 32
         calls.clear()
         y = torch.randn(M, n, device=device, dtype=torch.float16)

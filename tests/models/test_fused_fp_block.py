@@ -269,7 +269,7 @@ def test_a_freed_model_leaves_no_prefill_memory_behind():
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
-def test_prefill_graph_replays_new_prompts(monkeypatch, fused_calls):
+def test_prefill_graph_replays_new_prompts(monkeypatch, fused_calls, stack_captures):
     """A captured prefill graph replayed on other prompts of the same shape gives what the
     eager kernels give on them (the graph reads its inputs, it did not bake them in)."""
     model = _tiny("fp16")
@@ -278,6 +278,7 @@ def test_prefill_graph_replays_new_prompts(monkeypatch, fused_calls):
         graphed = [model(ids).clone() for ids in prompts]       # eager, capture, replay, replay
         monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", "0")
         eager = [model(ids).clone() for ids in prompts]
+    assert stack_captures == [model]                             # captured once, then replayed
     for g, e in zip(graphed, eager):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(graphed[2], graphed[3])          # different prompts, different logits
@@ -346,6 +347,11 @@ def _change_weights(model, how: str) -> list:
             model.cpu().cuda()
             layer.norm.weight.mul_(1.5)
             return old
+        if how == "part moved":              # .to() on a part of a layer moves its weights only
+            old = [p.data for p in layer.mixer.parameters()]
+            layer.mixer.cpu().cuda()
+            layer.mixer.D.mul_(3.0)
+            return old
         if how == "assigned":                # a parameter replaced by another
             old = layer.norm.weight
             layer.norm.weight = nn.Parameter(old * 1.5, requires_grad=False)
@@ -359,12 +365,12 @@ def _change_weights(model, how: str) -> list:
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("how", ["A_log in place", "moved", "assigned", "layer swapped"])
+@pytest.mark.parametrize("how", ["A_log in place", "moved", "part moved", "assigned", "layer swapped"])
 def test_prefill_stack_graph_sees_changed_weights(monkeypatch, stack_captures, how):
-    """The stack's key checks no weight's address on the host (that cost as much as the graph
-    saves); what moves or replaces weights bumps an epoch instead, and host-derived values are
-    checked by their sources' versions. After each change the graphed prefill gives what the
-    changed model gives eagerly."""
+    """The stack's key does not walk the model's modules on the host (that cost as much as the
+    graph saves): replaced weights or layers bump an epoch, each graph keeps the addresses it
+    reads (moved by .to()) and the versions of its host-derived values' sources. After each
+    change the graphed prefill gives what the changed model gives eagerly."""
     model = _tiny("fp16")
     ids = _ids(1, 33)
     with torch.inference_mode():
@@ -399,3 +405,20 @@ def test_prefill_stack_graph_steps_aside_for_a_tap(stack_captures):
         model(ids)
     assert stack_captures == [model]
     assert "y" in seen and len(seen) == len(set(seen))            # one tapped prefill, not two
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
+def test_prefill_stack_graph_steps_aside_for_a_layer_hook(stack_captures):
+    """A forward hook on a layer (registered after the capture, which bumps nothing) sends the
+    prefill layer by layer, where the hook runs: the stack graph does not call the layers."""
+    model = _tiny("fp16")
+    ids = _ids(1, 33)
+    seen = []
+    with torch.inference_mode():
+        for _ in range(3):                                        # eager, capture, replay
+            model(ids)
+        handle = model.backbone.layers[2].register_forward_hook(lambda *args: seen.append(1))
+        model(ids)
+        handle.remove()
+        model(ids)
+    assert stack_captures == [model] and seen == [1]

@@ -204,6 +204,11 @@ def test_w8a8_prefill_graphs_replay_what_eager_gives(qmodel, monkeypatch, graphs
     prompts = [torch.randint(0, 8192, (1, 160), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(s))
                for s in range(4)]
     monkeypatch.setenv("QUAMBA_PREFILL_GRAPHS", graphs)
+    from quamba.models.prefill_graphs import PrefillGraphs
+
+    owners, real_capture = [], PrefillGraphs._capture
+    monkeypatch.setattr(PrefillGraphs, "_capture",
+                        lambda self, owner, *a, **k: owners.append(owner) or real_capture(self, owner, *a, **k))
     try:
         assert qmodel.select_backend("triton") == "triton"
         with torch.no_grad():
@@ -215,6 +220,8 @@ def test_w8a8_prefill_graphs_replay_what_eager_gives(qmodel, monkeypatch, graphs
             eager_cached = qmodel(prompts[0], qmodel.allocate_cache(1)).clone()
     finally:
         qmodel.select_backend("reference")
+    # One graph of the whole stack for each key (no cache, then each cache), or one a block.
+    assert owners and all((owner is qmodel) == (graphs == "1") for owner in owners)
     for g, e in zip(graphed, eager):
         assert torch.equal(g, e)
     for c in cached:

@@ -104,7 +104,7 @@ class MambaMixer(nn.Module):
         """Calibration and ``quamba inspect`` set this to a callable(name, tensor) that sees
         every activation the quantized mixer will quantize (names as in
         quantization.config.ACTIVATION_POINTS). A tapped mixer takes the reference path."""
-        return self.__dict__["_tap"]
+        return self.__dict__.get("_tap")
 
     @tap.setter
     def tap(self, fn) -> None:
@@ -179,11 +179,6 @@ class Block(nn.Module):
         """The tensors whose values ``_forward_kernels`` derives on the host and a CUDA graph
         of it bakes in (the prefill stack graph checks their version counters)."""
         return [self.mixer.A_log]
-
-    def _apply(self, fn, recurse=True):
-        # .to() / .half() move the weights: graphs captured before read the old addresses.
-        model_changed()
-        return super()._apply(fn, recurse)
 
 
 class Backbone(nn.Module):

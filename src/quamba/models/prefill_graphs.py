@@ -19,15 +19,13 @@ per-block graph ended and the next began, the H100 idled 12-51 µs a layer, 2.4 
 per-block graphs only (A/B runs).
 
 What a replay must not miss is checked on the host before it, with the GPU waiting, so the
-stack's key costs O(1) in the weights: a graph reads every weight by address, so a weight
-written in place needs nothing, and what moves or replaces one (``Module._apply``, i.e.
-``.to()``/``.half()``; assigning a parameter, buffer or submodule anywhere, which
-``load_state_dict(assign=True)`` and layer swaps do; a backend switch) bumps one
-process-wide count, :func:`model_changed`, that every stack key holds. The few values a
-block derives on the host and a capture bakes in (A = -exp(A_log), merged scale vectors) are
-checked by their sources' version counters (``Block.graph_baked_sources``). Replacing a
-tensor's storage behind nn.Module's back (``p.data = t``) is not seen: call
-``model_changed()`` after it.
+stack's key is cheap: a process-wide model epoch (:func:`model_changed`), bumped where a
+parameter, buffer or submodule is assigned anywhere (nn.Module's global registration hooks:
+``load_state_dict(assign=True)``, layer swaps), by a backend switch and by a tap; the cache
+states' addresses; and, kept with each graph, the addresses of the weights it reads (moved by
+``.to()`` on any part of a layer) and the version counters of the few tensors whose
+host-derived values a capture bakes in (A = -exp(A_log), merged scale vectors:
+``Block.graph_baked_sources``). A weight written in place needs nothing: the graph reads it.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from collections import OrderedDict
 
 import torch
 
+from quamba.errors import QuambaError
 from quamba.kernels.numerics import exact_numerics
 
 from quamba.models.cuda_graph import capture_stream
@@ -49,7 +48,8 @@ __all__ = ["PrefillGraphs", "graphable", "stack_graphable", "model_changed"]
 def _graphs_mode() -> str:
     mode = os.environ.get("QUAMBA_PREFILL_GRAPHS", "1")
     if mode not in ("0", "1", "block"):
-        raise ValueError(f"QUAMBA_PREFILL_GRAPHS={mode!r}: use 1 (one graph a layer stack), block or 0")
+        raise QuambaError(f"QUAMBA_PREFILL_GRAPHS={mode!r}: use 1 (one graph of the layer stack), block "
+                          f"(one graph a block) or 0 (no graphs)")
     return mode
 
 
@@ -62,8 +62,6 @@ def graphable(hidden: torch.Tensor, residual: torch.Tensor | None) -> bool:
     if residual is not None and residual.dtype != torch.float32:
         return False
     return not torch.cuda.is_current_stream_capturing()
-
-
 
 
 def _cache_key(cache) -> tuple | None:
@@ -81,48 +79,61 @@ _model_epoch = 0
 
 def model_changed(*_hook_args) -> None:
     """Invalidate every stack graph captured so far, and every stack's kept answer to whether
-    its layers fit the kernels: some weight may have moved or been replaced, or a layer's path
-    changed. Called by ``Block._apply``, ``select_backend``, ``MambaMixer.tap``'s setter and
-    nn.Module's global registration hooks (registered below); call it after swapping a
-    tensor's storage by hand (``p.data = t``)."""
+    its layers fit the kernels: some parameter, buffer or submodule was replaced, or a
+    layer's path changed. Called by nn.Module's global registration hooks (registered below),
+    ``select_backend`` and ``MambaMixer.tap``'s setter; call it after changing a layer's
+    path by other means (assigning ``__class__``, ``residual_in_fp32``)."""
     global _model_epoch
     _model_epoch += 1
 
 
-# Assigning a parameter, buffer or submodule anywhere (a process-wide hook: rare outside model
-# building, and all it costs a stack graph is one eager call and a recapture).
+# Assigning a parameter, buffer or submodule anywhere. Process-wide: building any module
+# elsewhere in the process costs the stack graphs one eager call and a recapture, no more.
 for _register in (torch.nn.modules.module.register_module_parameter_registration_hook,
                   torch.nn.modules.module.register_module_buffer_registration_hook,
                   torch.nn.modules.module.register_module_module_registration_hook):
     _register(model_changed)
 
-_stack_fits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> (epoch, every layer fits)
+_stack_fits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> (key, every layer fits)
+_module_hooks = torch.nn.modules.module
 
 
 def stack_graphable(model, hidden: torch.Tensor, cache) -> bool:
     """Whether one graph can hold this prefill through ``model``'s whole layer stack: the
-    per-block conditions, every layer fitting the fused kernels (``fits_kernels``: its own
-    structure, kept per model epoch, since asking 64 layers cost ~0.9 ms of host time on the
-    GPU machine, with the GPU waiting), and the inputs fitting them (the same for every layer,
-    so asked of the first)."""
+    per-block conditions, no forward hooks on the layers (the stack does not call them), every
+    layer fitting the fused kernels (``fits_kernels``: its own structure, kept per model epoch
+    and layer types, since asking 64 layers cost ~0.9 ms of host time on the GPU machine, with
+    the GPU waiting), and the inputs fitting them (the same for every layer, so asked of the
+    first)."""
     if not graphable(hidden, None) or _graphs_mode() == "block":
         return False
     layers = model.backbone.layers
+    if _module_hooks._global_forward_pre_hooks or _module_hooks._global_forward_hooks:
+        return False
+    if any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
+        return False
+    key = (_model_epoch, tuple(map(type, layers)))
     fits = _stack_fits.get(model)
-    if fits is None or fits[0] != _model_epoch:
-        fits = _stack_fits[model] = (_model_epoch, all(getattr(layer, "fits_kernels", None) is not None
-                                                       and layer.fits_kernels() for layer in layers))
+    if fits is None or fits[0] != key:
+        fits = _stack_fits[model] = (key, all(getattr(layer, "fits_kernels", None) is not None
+                                              and layer.fits_kernels() for layer in layers))
     return fits[1] and layers[0].runs_kernels(hidden, None if cache is None else cache.layers[0])
 
 
 def _layer_caches_key(cache) -> tuple | None:
-    """``_cache_key`` of a whole model's cache, cheaper: the stack's key is checked on the host
-    before every replay. InferenceCache.allocate lays every layer out alike, so every state's
-    address and the first layer's full description."""
+    """``_cache_key`` of a whole model's cache, cheaper (the stack's key is checked on the host
+    before every replay): every state's address and dtype, and the first layer's shapes and
+    strides (InferenceCache.allocate lays every layer out alike)."""
     if cache is None:
         return None
     return (_cache_key(cache.layers[0]),
-            tuple(p for layer in cache.layers for p in (layer.conv_state.data_ptr(), layer.ssm_state.data_ptr())))
+            tuple(v for layer in cache.layers for t in (layer.conv_state, layer.ssm_state)
+                  for v in (t.data_ptr(), t.dtype)))
+
+
+def _stack_tensors(layers) -> list[torch.Tensor]:
+    """Every parameter and buffer of the layers: a stack graph reads them by address."""
+    return [t for layer in layers for t in itertools.chain(layer.parameters(), layer.buffers())]
 
 
 def _baked_versions(sources) -> tuple:
@@ -279,18 +290,24 @@ class PrefillGraphs:
         and autotune, and the host-derived values are computed; the caller's own loop frees
         each layer's input as it goes). Its second call captures, later ones replay.
 
-        The key holds the model epoch (see :func:`model_changed`), the cache states'
-        addresses (the graph writes them in place) and the numerics mode; the graph keeps
-        the version counters of the tensors its layers' baked values came from, and a
-        moved one makes the key new again."""
+        The key holds the model epoch (see :func:`model_changed`: a replaced parameter,
+        buffer or layer), the cache states' addresses and dtypes (the graph writes them in
+        place) and the numerics mode. The graph keeps the addresses of every weight it reads
+        (``.to()`` on any part of a layer, or ``p.data = t``, moves them) and the version
+        counters of the tensors its layers' baked values came from; a moved address or
+        version makes the key new again. Checking them is ~0.1 ms of host time at 2.8b
+        (1150 tensors), against the 6.6 ms the per-block graphs' keys took. Inference
+        tensors have no version counter: an in-place write to one (only possible in
+        inference mode) is not seen."""
         st = cls._shape_state(model, hidden)
         gkey = (_model_epoch, _layer_caches_key(cache), exact_numerics())
         seen = st.stack_keys.setdefault(model, OrderedDict())
         graph = st._graph(model, gkey)
-        if graph is not None and _baked_versions(graph.baked_sources) != graph.baked_versions:
-            # A baked value's source was written: one eager call (which recomputes it), then a
-            # new capture. The stale graph is kept until then: it may be all that holds the
-            # shape's pool, which a capture cannot reuse once released.
+        if graph is not None and (tuple(map(torch.Tensor.data_ptr, graph.weights)) != graph.weight_ptrs
+                                  or _baked_versions(graph.baked_sources) != graph.baked_versions):
+            # A weight moved or a baked value's source was written: one eager call (which
+            # recomputes the value), then a new capture. The stale graph is kept until then: it
+            # may be all that holds the shape's pool, which a capture cannot reuse once released.
             if not graph.stale:
                 graph.stale = True
                 seen.pop(gkey, None)
@@ -307,8 +324,14 @@ class PrefillGraphs:
                     cls._run_block(layer, h, r, i > 0, None if cache is None else cache.layers[i])
 
             graph = st._capture(model, gkey, forward)
+            graph.weights = _stack_tensors(layers)
+            graph.weight_ptrs = tuple(map(torch.Tensor.data_ptr, graph.weights))
             graph.baked_sources = [t for layer in layers for t in layer.graph_baked_sources() if not t.is_inference()]
             graph.baked_versions = _baked_versions(graph.baked_sources)
             graph.stale = False
+            # Graphs of an earlier epoch can never replay, and their lists hold old weights.
+            graphs = st.graphs[model]
+            for old_key in [k for k in graphs if k[0] != _model_epoch]:
+                del graphs[old_key]
         graph.replay()
         return st.h, st.r

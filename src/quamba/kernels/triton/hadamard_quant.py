@@ -315,7 +315,7 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = F
         return out.reshape(*lead, n)
     if exact:
         return _launch(y2, s, m, p, A, out, 0, trigger_first=early_trigger, acc=tl.float64).reshape(*lead, n)
-    if M > _MMA_MIN_ROWS and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
+    if _prefill_takes_mma(M, n, m) and _mma_plan(n, y2.device, _MMA_CONFIG) is not None:
         return _launch_mma(y2, s, out, trigger_first=early_trigger).reshape(*lead, n)
     if (M <= (_DECODE_MMA_MAX_ROWS_LARGE_MIX if m > 12 else _DECODE_MMA_MAX_ROWS) and m > 1
             and _mma_plan(n, y2.device, {**_MMA_CONFIG, **_DECODE_MMA_CONFIG}) is not None):
@@ -358,6 +358,25 @@ def _launch(y2, s, m, p, A, out, mix, rows=None, num_warps=None, trigger_first=F
 # 114.0 µs for the butterfly kernel, 22.8 against 30.4 at M = 512; at M = 128 the
 # butterfly kernel is faster (7.8 against 18.5 µs). Hence M > 256 takes this one.
 _MMA_MIN_ROWS = 256
+# Where the width's Paley factor is small (m = 12) or absent (powers of two), the butterfly's
+# mix is cheap and it stays ahead further. H100, fp16, graph-timed, µs butterfly / tensor cores
+# (benchmarks/hadamard_sweep.py --quick, docs/sweeps/hadamard_sweep_{pow2,small_mix}_h100.json,
+# 2026-11-25): powers of two at every row count tried (4096 wide: 9.1 / 14.7 at 1024 rows,
+# 15.3 / 19.9 at 2048, 27.5 / 38.1 at 4096; 2048 wide: 13.8 / 20.2 at 4096); m = 12 from about
+# 2^22 elements (1536 wide: 11.1 / 13.6 at 2048 rows, 19.7 / 19.5 at 4096; 3072 wide: 12.6 /
+# 13.8 at 1024, 22.1 / 19.0 at 2048). m = 20 keeps the row rule (5120 wide: 70.0 / 37.1 at 2048).
+_MMA_MIN_ELEMENTS_SMALL_MIX = 1 << 22
+
+
+def _prefill_takes_mma(M: int, n: int, m: int) -> bool:
+    """Whether M rows of width n = m·2^k take the tensor-core kernel's prefill config."""
+    if m == 1:
+        return False
+    if m <= 12:
+        return M * n >= _MMA_MIN_ELEMENTS_SMALL_MIX
+    return M > _MMA_MIN_ROWS
+
+
 _MMA_CONFIG = {
     "TILE_ROWS": 64,    # GEMM tile rows = ROWS * M_PAD (2.8b with MAX_K 128: m' = 40, M_PAD 64, one row a tile)
     "COLS": 64,         # output columns of the 2^k axis a program: y is read K // COLS times

@@ -27,7 +27,7 @@ from quamba.kernels.rmsnorm_quant_ref import rmsnorm_exact
 from quamba.models.config import MambaConfig
 from quamba.models.fused_block import (block_fits_fused_path, fused_forward, fused_forward_kernels,
                                        fused_path_applies)
-from quamba.models.prefill_graphs import PrefillGraphs, model_changed, stack_graphable
+from quamba.models.prefill_graphs import MovesGraphedWeights, PrefillGraphs, model_changed, stack_graphable
 
 __all__ = ["RMSNorm", "MambaMixer", "Block", "MambaLM", "InferenceCache", "LayerCache"]
 
@@ -57,7 +57,7 @@ class InferenceCache:
         ])
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(MovesGraphedWeights, nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
         super().__init__()
         self.eps = eps
@@ -72,7 +72,7 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
 
 
-class MambaMixer(nn.Module):
+class MambaMixer(MovesGraphedWeights, nn.Module):
     """One selective-SSM mixer: in_proj -> causal conv + SiLU -> x_proj -> dt_proj
     -> selective scan (with D skip and SiLU(z) gate) -> out_proj.
 
@@ -138,7 +138,7 @@ def _no_tap(name: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-class Block(nn.Module):
+class Block(MovesGraphedWeights, nn.Module):
     """residual += hidden; hidden = mixer(norm(residual)); the residual stays fp32.
 
     With a plain MambaMixer on CUDA the same function runs as seven fused

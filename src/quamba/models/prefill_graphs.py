@@ -22,10 +22,12 @@ What a replay must not miss is checked on the host before it, with the GPU waiti
 stack's key is cheap: a process-wide model epoch (:func:`model_changed`), bumped where a
 parameter, buffer or submodule is assigned anywhere (nn.Module's global registration hooks:
 ``load_state_dict(assign=True)``, layer swaps), by a backend switch and by a tap; the cache
-states' addresses; and, kept with each graph, the addresses of the weights it reads (moved by
-``.to()`` on any part of a layer) and the version counters of the few tensors whose
+states' addresses; and, kept with each graph, the version counters of the few tensors whose
 host-derived values a capture bakes in (A = -exp(A_log), merged scale vectors:
-``Block.graph_baked_sources``). A weight written in place needs nothing: the graph reads it.
+``Block.graph_baked_sources``). ``.to()`` on a block, its mixer or its norm bumps the epoch too
+(``MovesGraphedWeights``). A weight written in place needs nothing: the graph reads it. What
+these do not see, call ``model_changed()`` after: ``.to()`` on a single linear layer inside a
+mixer, ``p.data = t``, assigning a layer's ``__class__``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from quamba.kernels.numerics import exact_numerics
 
 from quamba.models.cuda_graph import capture_stream
 
-__all__ = ["PrefillGraphs", "graphable", "stack_graphable", "model_changed"]
+__all__ = ["MovesGraphedWeights", "PrefillGraphs", "graphable", "model_changed", "stack_graphable"]
 
 
 def _graphs_mode() -> str:
@@ -81,8 +83,9 @@ def model_changed(*_hook_args) -> None:
     """Invalidate every stack graph captured so far, and every stack's kept answer to whether
     its layers fit the kernels: some parameter, buffer or submodule was replaced, or a
     layer's path changed. Called by nn.Module's global registration hooks (registered below),
-    ``select_backend`` and ``MambaMixer.tap``'s setter; call it after changing a layer's
-    path by other means (assigning ``__class__``, ``residual_in_fp32``)."""
+    ``select_backend``, ``MambaMixer.tap``'s setter and ``.to()`` on a block, mixer or norm
+    (``MovesGraphedWeights``); call it after changing weights or a layer's path by other means
+    (``.to()`` on a single linear layer, ``p.data = t``, assigning ``residual_in_fp32``)."""
     global _model_epoch
     _model_epoch += 1
 
@@ -93,6 +96,15 @@ for _register in (torch.nn.modules.module.register_module_parameter_registration
                   torch.nn.modules.module.register_module_buffer_registration_hook,
                   torch.nn.modules.module.register_module_module_registration_hook):
     _register(model_changed)
+
+class MovesGraphedWeights:
+    """Mixin for the modules of a layer: ``.to()`` / ``.half()`` / ``.cuda()`` on one of them
+    (or anything above it) moves weights that captured graphs read by address."""
+
+    def _apply(self, fn, recurse=True):
+        model_changed()
+        return super()._apply(fn, recurse)
+
 
 _stack_fits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> (key, every layer fits)
 _module_hooks = torch.nn.modules.module
@@ -129,11 +141,6 @@ def _layer_caches_key(cache) -> tuple | None:
     return (_cache_key(cache.layers[0]),
             tuple(v for layer in cache.layers for t in (layer.conv_state, layer.ssm_state)
                   for v in (t.data_ptr(), t.dtype)))
-
-
-def _stack_tensors(layers) -> list[torch.Tensor]:
-    """Every parameter and buffer of the layers: a stack graph reads them by address."""
-    return [t for layer in layers for t in itertools.chain(layer.parameters(), layer.buffers())]
 
 
 def _baked_versions(sources) -> tuple:
@@ -290,24 +297,22 @@ class PrefillGraphs:
         and autotune, and the host-derived values are computed; the caller's own loop frees
         each layer's input as it goes). Its second call captures, later ones replay.
 
-        The key holds the model epoch (see :func:`model_changed`: a replaced parameter,
-        buffer or layer), the cache states' addresses and dtypes (the graph writes them in
-        place) and the numerics mode. The graph keeps the addresses of every weight it reads
-        (``.to()`` on any part of a layer, or ``p.data = t``, moves them) and the version
-        counters of the tensors its layers' baked values came from; a moved address or
-        version makes the key new again. Checking them is ~0.1 ms of host time at 2.8b
-        (1150 tensors), against the 6.6 ms the per-block graphs' keys took. Inference
-        tensors have no version counter: an in-place write to one (only possible in
-        inference mode) is not seen."""
+        The key holds the model epoch (see :func:`model_changed`: a replaced or moved
+        parameter, buffer or layer), the cache states' addresses and dtypes (the graph writes
+        them in place) and the numerics mode. The graph keeps the version counters of the
+        tensors its layers' baked values came from; a moved one makes the key new again.
+        Checking every weight's address instead cost ~1.1 ms of host time a 2.8b prefill on
+        the GPU machine (1150 tensors; docs/sweeps/prefill_stack_ab_ptrs_h100.json), with
+        the GPU waiting. Inference tensors have no version counter: an in-place write to
+        one (only possible in inference mode) is not seen."""
         st = cls._shape_state(model, hidden)
         gkey = (_model_epoch, _layer_caches_key(cache), exact_numerics())
         seen = st.stack_keys.setdefault(model, OrderedDict())
         graph = st._graph(model, gkey)
-        if graph is not None and (tuple(map(torch.Tensor.data_ptr, graph.weights)) != graph.weight_ptrs
-                                  or _baked_versions(graph.baked_sources) != graph.baked_versions):
-            # A weight moved or a baked value's source was written: one eager call (which
-            # recomputes the value), then a new capture. The stale graph is kept until then: it
-            # may be all that holds the shape's pool, which a capture cannot reuse once released.
+        if graph is not None and _baked_versions(graph.baked_sources) != graph.baked_versions:
+            # A baked value's source was written: one eager call (which recomputes it), then a
+            # new capture. The stale graph is kept until then: it may be all that holds the
+            # shape's pool, which a capture cannot reuse once released.
             if not graph.stale:
                 graph.stale = True
                 seen.pop(gkey, None)
@@ -324,8 +329,6 @@ class PrefillGraphs:
                     cls._run_block(layer, h, r, i > 0, None if cache is None else cache.layers[i])
 
             graph = st._capture(model, gkey, forward)
-            graph.weights = _stack_tensors(layers)
-            graph.weight_ptrs = tuple(map(torch.Tensor.data_ptr, graph.weights))
             graph.baked_sources = [t for layer in layers for t in layer.graph_baked_sources() if not t.is_inference()]
             graph.baked_versions = _baked_versions(graph.baked_sources)
             graph.stale = False

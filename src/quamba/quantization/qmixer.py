@@ -43,6 +43,7 @@ from quamba.kernels.quantize_ref import absmax_scale, dequantize_ref, quantize_r
 from quamba.kernels.selective_scan_ref import selective_scan_ref
 from quamba.models.config import MambaConfig
 from quamba.models.mamba import LayerCache
+from quamba.models.prefill_graphs import MovesGraphedWeights
 from quamba.quantization.config import QuantConfig
 from quamba.quantization.hadamard import hadamard_matrix
 from quamba.quantization.qlinear import QLinear, dequantize_weight, quantize_weight
@@ -88,7 +89,7 @@ class QSSMParams(nn.Module):
                 setattr(self, name, None)
 
 
-class QMambaMixer(nn.Module):
+class QMambaMixer(MovesGraphedWeights, nn.Module):
     def __init__(self, config: MambaConfig, qconfig: QuantConfig, device=None):
         super().__init__()
         self.config, self.qconfig = config, qconfig

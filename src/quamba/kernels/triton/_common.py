@@ -21,14 +21,6 @@ _RNE_MAGIC = tl.constexpr(12582912.0)
 
 
 @triton.jit
-def small_int_to_f32(x):
-    """An integer tensor with |x| < 2**22 -> fp32, exactly, with an integer add and a float
-    subtract: the bits of 1.5·2^23 plus a small integer are the float 1.5·2^23 plus that
-    integer. On sm_90 the conversion instruction (I2F) runs at a quarter of the FP32 rate."""
-    return (x.to(tl.int32) + 0x4B400000).to(tl.float32, bitcast=True) - _RNE_MAGIC
-
-
-@triton.jit
 def quantize_int8(v, scale):
     """fp32 tensor -> int8 tensor: clamp(round_half_even(v / scale), -127, 127).
 

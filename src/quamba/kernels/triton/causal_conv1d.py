@@ -18,8 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (check_device, check_dtype, check_shape, next_pow2, pdl_launch_options, pdl_wait,
-                      quantize_int8, small_int_to_f32)
+from ._common import check_device, check_dtype, check_shape, next_pow2, pdl_launch_options, pdl_wait, quantize_int8
 
 __all__ = ["causal_conv1d"]
 
@@ -61,7 +60,7 @@ def _causal_conv1d_kernel(
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STATE: tl.constexpr, SILU: tl.constexpr,
     IS_INT8: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr,
-    ACC: tl.constexpr = tl.float32, INT_TAPS: tl.constexpr = True,
+    ACC: tl.constexpr = tl.float32,
 ):
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(1)
@@ -77,14 +76,9 @@ def _causal_conv1d_kernel(
     # to x's dtype first.
     x_ty = x_ptr.dtype.element_ty
 
-    # int8: the sum over taps in int32 (exact, |sum| <= 4 * 127 * 127 for width 4, as it is in
-    # fp32), converted once: each input is read by WIDTH taps, and converting it to fp32 for each
-    # (I2F, a quarter of the FP32 rate on sm_90) was the bulk of the prefill conv's issue slots.
-    INT_ACC: tl.constexpr = IS_INT8 and INT_TAPS
-    acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.int32 if INT_ACC else tl.float32)
+    acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
-        w_k = tl.load(w_ptr + offs_d * stride_wd + k * stride_wk, mask=d_mask, other=0)
-        w_k = w_k.to(tl.int32) if INT_ACC else w_k.to(tl.float32)
+        w_k = tl.load(w_ptr + offs_d * stride_wd + k * stride_wk, mask=d_mask, other=0).to(tl.float32)
         src = offs_l + (k - (WIDTH - 1))                           # input time of this tap
         xm = (src >= 0) & (src < L)
         xv = tl.load(x_base + src[:, None] * stride_xl + offs_d[None, :] * stride_xd,
@@ -94,9 +88,7 @@ def _causal_conv1d_kernel(
             sv = tl.load(s_base + offs_d[None, :] * stride_sd + (src + (WIDTH - 1))[:, None] * stride_sk,
                          mask=sm[:, None] & d_mask[None, :], other=0)
             xv = tl.where(xm[:, None], xv, sv.to(x_ty))
-        acc += (xv.to(tl.int32) if INT_ACC else xv.to(tl.float32)) * w_k[None, :]
-    if INT_ACC:
-        acc = small_int_to_f32(acc)
+        acc += xv.to(tl.float32) * w_k[None, :]
     acc = _conv_output(acc, offs_d, d_mask, x_scale_ptr, w_scale_ptr, bias_ptr, IS_INT8, W_PER_CHANNEL,
                        HAS_BIAS, SILU, ACC)
     if IS_INT8:
@@ -126,9 +118,6 @@ def _causal_conv1d_kernel(
                  + offs_j[:, None] * stride_nk, nv.to(new_state_ptr.dtype.element_ty),
                  mask=jm[:, None] & d_mask[None, :])
 
-
-# int8 taps summed in int32 (the A/B switch of benchmarks/conv_int_taps_ab.py; same bits).
-INT_TAPS = True
 
 # Widths up to which a decode step of the conv can run in another kernel's epilogue
 # (its taps are held as separate register tiles; every Mamba checkpoint has width 4).
@@ -242,7 +231,7 @@ def launch_causal_conv1d(x, weight, bias, conv_state, out, new_state, silu, int8
         WIDTH=width, HAS_BIAS=bias is not None, HAS_STATE=conv_state is not None, SILU=silu,
         IS_INT8=int8_scales is not None, W_PER_CHANNEL=per_ch,
         BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_S=next_pow2(width - 1), ACC=tl.float64 if exact else tl.float32,
-        INT_TAPS=INT_TAPS, num_warps=num_warps, **pdl_launch_options(x.device),
+        num_warps=num_warps, **pdl_launch_options(x.device),
     )
 
 

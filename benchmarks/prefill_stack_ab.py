@@ -7,7 +7,8 @@ For each shape, method and prompt length, and each mode in turn (block, stack, b
 - ``queued_ms``: the same enqueued behind a GPU sleep, so the host is far ahead (the GPU's own time);
 - ``host_ms``: the host's time to enqueue one prefill (what the GPU waits for when it is idle:
   for the stack, the key check before its one replay);
-- ``capture_peak_mib``: peak allocated above the model during the capturing call;
+- ``capture_peak_mib``: peak allocated above the model during the capturing call (first round
+  only: later rounds find their graphs captured, and that call replays);
 - ``cached_ms``: a prefill into a cache that is reused between calls (as ``generate`` allocates
   one of the same size each time), and ``churn_peak_mib`` / ``churn_reserved_mib``: six caches
   allocated one after another, each prefilled twice, peak allocated and reserved above the model;
@@ -55,7 +56,7 @@ def host_ms(run) -> float:
     return statistics.median(times)
 
 
-def measure(model, prompt) -> dict:
+def measure(model, prompt, first_round: bool) -> dict:
     run = lambda: model(prompt, num_last_tokens=1)   # noqa: E731
     row = {}
     run()                                            # a new key: eager (compile, autotune)
@@ -64,7 +65,7 @@ def measure(model, prompt) -> dict:
     torch.cuda.reset_peak_memory_stats()
     run()                                            # capture
     torch.cuda.synchronize()
-    row["capture_peak_mib"] = mib(torch.cuda.max_memory_allocated() - base)
+    row["capture_peak_mib"] = mib(torch.cuda.max_memory_allocated() - base) if first_round else None
     row["ms"] = B.median_ms(run, warmup=3, reps=args.reps)
     row["queued_ms"] = B.queued_ms(run, args.reps, QUEUE_SLEEP)
     row["host_ms"] = host_ms(run)
@@ -105,7 +106,7 @@ with torch.inference_mode():
                 for rnd in range(args.rounds):
                     for mode in ("block", "1"):
                         os.environ["QUAMBA_PREFILL_GRAPHS"] = mode
-                        row, logits = measure(model, prompt)
+                        row, logits = measure(model, prompt, rnd == 0)
                         first = logits if first is None else first
                         row.update(shape=shape, method=method, prompt_len=length, round=rnd,
                                    mode="stack" if mode == "1" else "block",
@@ -120,7 +121,7 @@ summary = []
 for key in sorted({(r["shape"], r["method"], r["prompt_len"]) for r in rows}):
     def med(mode, field):
         return statistics.median(r[field] for r in rows if (r["shape"], r["method"], r["prompt_len"]) == key
-                                 and r["mode"] == mode)
+                                 and r["mode"] == mode and r[field] is not None)
     line = {"shape": key[0], "method": key[1], "prompt_len": key[2]}
     for field in ("ms", "queued_ms", "host_ms", "cached_ms", "capture_peak_mib", "churn_peak_mib",
                   "churn_reserved_mib"):

@@ -38,6 +38,7 @@ import weakref
 from collections import OrderedDict
 
 import torch
+from torch.nn.modules import module as _nn_module
 
 from quamba.errors import QuambaError
 from quamba.kernels.numerics import exact_numerics
@@ -92,10 +93,11 @@ def model_changed(*_hook_args) -> None:
 
 # Assigning a parameter, buffer or submodule anywhere. Process-wide: building any module
 # elsewhere in the process costs the stack graphs one eager call and a recapture, no more.
-for _register in (torch.nn.modules.module.register_module_parameter_registration_hook,
-                  torch.nn.modules.module.register_module_buffer_registration_hook,
-                  torch.nn.modules.module.register_module_module_registration_hook):
+for _register in (_nn_module.register_module_parameter_registration_hook,
+                  _nn_module.register_module_buffer_registration_hook,
+                  _nn_module.register_module_module_registration_hook):
     _register(model_changed)
+
 
 class MovesGraphedWeights:
     """Mixin for the modules of a layer: ``.to()`` / ``.half()`` / ``.cuda()`` on one of them
@@ -107,7 +109,6 @@ class MovesGraphedWeights:
 
 
 _stack_fits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> (key, every layer fits)
-_module_hooks = torch.nn.modules.module
 
 
 def stack_graphable(model, hidden: torch.Tensor, cache) -> bool:
@@ -120,7 +121,7 @@ def stack_graphable(model, hidden: torch.Tensor, cache) -> bool:
     if not graphable(hidden, None) or _graphs_mode() == "block":
         return False
     layers = model.backbone.layers
-    if _module_hooks._global_forward_pre_hooks or _module_hooks._global_forward_hooks:
+    if _nn_module._global_forward_pre_hooks or _nn_module._global_forward_hooks:   # process-wide hooks
         return False
     if any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
         return False

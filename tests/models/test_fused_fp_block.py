@@ -388,17 +388,24 @@ def test_prefill_stack_graph_sees_changed_weights(monkeypatch, stack_captures, h
         torch.testing.assert_close(got, eager, rtol=1e-3, atol=1e-3)
 
 
+def _tiny_with_a_stack_graph():
+    """The fp16 tiny model and a prompt whose stack graph has been run eagerly, captured and
+    replayed."""
+    model, ids = _tiny("fp16"), _ids(1, 33)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(ids)
+    return model, ids
+
+
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
 def test_prefill_stack_graph_steps_aside_for_a_tap(stack_captures):
     """A tap set after the stack graph was captured (as calibration does) sends the next
     prefill through the reference path, where the tap sees the activations: the stack keeps
     its answer to "does every layer fit the kernels" only until a tap or a module changes."""
-    model = _tiny("fp16")
-    ids = _ids(1, 33)
+    model, ids = _tiny_with_a_stack_graph()
     seen = []
     with torch.inference_mode():
-        for _ in range(3):                                        # eager, capture, replay
-            model(ids)
         model.backbone.layers[1].mixer.tap = lambda name, tensor: seen.append(name) or tensor
         model(ids)
         model.backbone.layers[1].mixer.tap = None
@@ -411,12 +418,9 @@ def test_prefill_stack_graph_steps_aside_for_a_tap(stack_captures):
 def test_prefill_stack_graph_steps_aside_for_a_layer_hook(stack_captures):
     """A forward hook on a layer (registered after the capture, which bumps nothing) sends the
     prefill layer by layer, where the hook runs: the stack graph does not call the layers."""
-    model = _tiny("fp16")
-    ids = _ids(1, 33)
+    model, ids = _tiny_with_a_stack_graph()
     seen = []
     with torch.inference_mode():
-        for _ in range(3):                                        # eager, capture, replay
-            model(ids)
         handle = model.backbone.layers[2].register_forward_hook(lambda *args: seen.append(1))
         model(ids)
         handle.remove()

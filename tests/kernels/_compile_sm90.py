@@ -26,6 +26,8 @@ def _compile(fn, constexprs: dict, ptr_types: dict, floats=(), descs: dict | Non
              num_stages=3):
     """Pointers default to fp32, other runtime arguments to i32; constexprs by name."""
     descs = descs or {}
+    # constexpr parameters left out take the kernel's own defaults (e.g. TRIGGER_FIRST=False)
+    constexprs = {**{p.name: p.default for p in fn.params if p.is_constexpr and p.has_default}, **constexprs}
     sig = {}
     for name in fn.arg_names:
         if name in constexprs:
@@ -61,27 +63,29 @@ def prefill_gemm(tma):
     _compile(fn, const, _LINEAR_PTRS, descs=descs, num_warps=8, num_stages=3)
 
 
-def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True, early_blocks=0):
+def decode_gemv(block_m, split, conv_width=0, conv_rows=1, conv_variant=True, early_blocks=0, trigger_first=False):
     """conv_width > 0: in_proj with the conv step in its epilogue (int8_linear_conv_step);
     conv_variant: per-channel scale, bias and early loads (a Mamba block), else none of them."""
     conv = dict(CONV_WIDTH=conv_width, CONV_W_PER_CH=conv_variant, CONV_HAS_BIAS=conv_variant,
                 CONV_EARLY=conv_variant, CONV_ROWS=conv_rows, EARLY_BLOCKS=early_blocks)
     _compile(_jit("int8_linear", "_int8_gemv_kernel"),
-             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True, **conv),
+             dict(_LINEAR, BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=256, SPLIT_K=split, USE_PDL=True,
+                  TRIGGER_FIRST=trigger_first, **conv),
              dict(_LINEAR_PTRS, conv_w_ptr=I8, conv_state_ptr=I8), num_stages=4 if block_m <= 32 else 3)
 
 
-def decode_gemv_rows(m_rows, block_n=1, num_warps=4):
+def decode_gemv_rows(m_rows, block_n=1, num_warps=4, trigger_first=False):
     _compile(_jit("int8_linear", "_int8_gemv_rows_kernel"),
              dict(_LINEAR, OUT_PER_COL=False, QUANT_OUT=False, HAS_BIAS=True, BLOCK_N=block_n, BLOCK_K=8192,
-                  SINGLE_PASS=True, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True),
+                  SINGLE_PASS=True, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True, TRIGGER_FIRST=trigger_first),
              {"x_ptr": I8, "w_ptr": I8, "out_ptr": "*fp16"}, num_warps=num_warps)
 
 
-def decode_gemv_words(m_rows, block_n, head, tail, num_warps, dp4a=True):
+def decode_gemv_words(m_rows, block_n, head, tail, num_warps, dp4a=True, trigger_first=False):
     return _compile(_jit("int8_linear", "_int8_gemv_words_kernel"),
                     dict(_LINEAR, OUT_PER_COL=False, QUANT_OUT=False, HAS_BIAS=True, BLOCK_N=block_n,
-                         BLOCK_HEAD=head, BLOCK_TAIL=tail, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True, DP4A=dp4a),
+                         BLOCK_HEAD=head, BLOCK_TAIL=tail, EARLY_WEIGHT=True, M_ROWS=m_rows, USE_PDL=True, DP4A=dp4a,
+                         TRIGGER_FIRST=trigger_first),
                     {"x_ptr": "*i32", "w_ptr": "*i32", "out_ptr": "*fp16"}, num_warps=num_warps)
 
 
@@ -125,14 +129,14 @@ def scan_segments(int8):
              ptrs)
 
 
-def decode_scan(dtw_early, block_d=16, num_warps=1, chunk=1, exact=False, fused_dt=True):
+def decode_scan(dtw_early, block_d=16, num_warps=1, chunk=1, exact=False, fused_dt=True, trigger_first=False):
     """dtw_early: dt_proj's weight rows whole before pdl_wait (the default; 2.8b's rank 160
     in one 256 block), else in 32-wide K blocks (QUAMBA_SCAN_DTW=loop). exact: fp64 (exact
     numerics; with chunk 8 and fused_dt False, the serial prefill: dt_proj launched first)."""
     ptrs = dict(_SCAN_PTRS, A_ptr="*fp64") if exact else _SCAN_PTRS
     _compile(_jit("selective_scan", "_selective_scan_kernel"),
              dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if dtw_early else 32, BLOCK_D=block_d, CHUNK=chunk,
-                  EARLY_STATE=True, USE_PDL=True, DTW_EARLY=dtw_early,
+                  EARLY_STATE=True, USE_PDL=True, DTW_EARLY=dtw_early, TRIGGER_FIRST=trigger_first,
                   ACC=triton.language.float64 if exact else triton.language.float32), ptrs, num_warps=num_warps)
 
 
@@ -174,7 +178,9 @@ CASES = [
     ("decode_gemv[m64]", decode_gemv, dict(block_m=64, split=1)),
     ("decode_gemv[m16,conv4,rows1]", decode_gemv, dict(block_m=16, split=1, conv_width=4)),
     ("decode_gemv[m16,conv4,rows1,early_weight]", decode_gemv, dict(block_m=16, split=1, conv_width=4,
-                                                                    early_blocks=1)),
+                                                                    early_blocks=4)),
+    ("decode_gemv[m16,conv4,rows1,early_weight1]", decode_gemv, dict(block_m=16, split=1, conv_width=4,
+                                                                     early_blocks=1)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
     ("decode_gemv[m16,conv4,rows8]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=8)),
     ("decode_gemv[m16,conv3,rows2,plain]", decode_gemv, dict(block_m=16, split=1, conv_width=3, conv_rows=2,
@@ -184,6 +190,9 @@ CASES = [
     ("decode_gemv_rows[1,two_rows]", decode_gemv_rows, dict(m_rows=1, block_n=2, num_warps=8)),
     ("decode_gemv_words[1,four_rows]", decode_gemv_words, dict(m_rows=1, block_n=4, head=1024, tail=256, num_warps=8)),
     ("decode_gemv_words[1,narrow]", decode_gemv_words, dict(m_rows=1, block_n=4, head=1024, tail=256, num_warps=4)),
+    ("decode_gemv_words[1,trigger_first]", decode_gemv_words, dict(m_rows=1, block_n=4, head=1024, tail=256,
+                                                                   num_warps=8, trigger_first=True)),
+    ("decode_gemv_rows[2,trigger_first]", decode_gemv_rows, dict(m_rows=2, trigger_first=True)),
     ("decode_gemv_words[2]", decode_gemv_words, dict(m_rows=2, block_n=1, head=1024, tail=256, num_warps=4)),
     ("decode_gemv_words[1,shift]", decode_gemv_words, dict(m_rows=1, block_n=1, head=512, tail=128, num_warps=4,
                                                            dp4a=False)),
@@ -202,6 +211,7 @@ CASES = [
     ("decode_scan", decode_scan, dict(dtw_early=True)),
     ("decode_scan[b4]", decode_scan, dict(dtw_early=True, block_d=32, num_warps=2)),
     ("decode_scan[loop]", decode_scan, dict(dtw_early=False)),
+    ("decode_scan[trigger_first]", decode_scan, dict(dtw_early=True, trigger_first=True)),
     ("rmsnorm[decode]", rmsnorm, dict(rows=1, warps=16)),
     ("rmsnorm[decode,early_trigger]", rmsnorm, dict(rows=1, warps=16, early_trigger=True)),
     ("rmsnorm[prefill]", rmsnorm, dict(rows=1, warps=4)),

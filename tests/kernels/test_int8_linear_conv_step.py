@@ -87,6 +87,33 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
         assert torch.equal(one_state.cpu(), ref_state.cpu())
 
 
+@pytest.mark.parametrize("blocks", ["1", "2", "8"])
+def test_early_weight_blocks_change_no_bit(blocks, device, monkeypatch):
+    """in_proj's early weight blocks (QUAMBA_IN_PROJ_EARLY_BLOCKS; 4 by default, which the test
+    above runs) are loaded as one tile and multiplied by one product after the wait: any count
+    gives the default's bits, also where it is clipped to a shorter K range (8 here). N = 384 > K
+    takes the tensor-core GEMV (narrower weights go to the rows kernel, which has no early blocks)."""
+    assert int8_linear_conv_step.__globals__["_conv_fusable"](2, 384, 256)
+    x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(2, 256, 192, 4, device, True, True)
+    us = torch.tensor(0.05, device=device)
+    runs = []
+    for value in ("4", blocks):
+        monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY_BLOCKS", value)
+        s = state.clone()
+        runs.append((*int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, s, cxs, us,
+                                            early_state=True, early_weight=True), s))
+    for got, want in zip(runs[1], runs[0]):
+        assert torch.equal(got, want)
+
+
+def test_early_weight_blocks_refuse_an_unknown_count(device, monkeypatch):
+    monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY_BLOCKS", "3")
+    x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(2, 256, 192, 4, device, True, True)
+    with pytest.raises(ValueError, match="QUAMBA_IN_PROJ_EARLY_BLOCKS='3'"):
+        int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs,
+                              torch.tensor(0.05, device=device), early_state=True, early_weight=True)
+
+
 @pytest.mark.parametrize("batch,K,D", CASES)
 def test_takes_one_launch_up_to_the_batch_cap(batch, K, D, device, monkeypatch):
     """The fused kernel is what runs up to CONV_STEP_MAX_M sequences, without a K split (the

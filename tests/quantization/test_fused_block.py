@@ -254,17 +254,18 @@ def test_w8a8_prefill_stack_graph_sees_a_rescaled_tensor(qmodel, monkeypatch):
         assert torch.equal(got, eager)
 
 
-@pytest.mark.parametrize("batch,early_norm,early_hadamard", [(1, True, True), (2, True, True), (3, False, False)])
-def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, batch, early_norm, early_hadamard,
-                                                                     monkeypatch):
+@pytest.mark.parametrize("batch,early", [(1, True), (2, True), (3, False)])
+def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, batch, early, monkeypatch):
     """The early starts (docs/kernels.md, "Starting the next kernel early") are asked for
     where they were measured to pay: the norm's up to two sequences (with in_proj's early weight
-    block), the Hadamard's up to two (out_proj on the rows kernel); never in a prefill."""
+    blocks), the Hadamard's up to two (out_proj on the rows kernel), and the trigger chain of
+    x_proj, the scan and out_proj up to two; never in a prefill."""
     from quamba.kernels import triton as tk
 
     seen = {}
     for name, flag in (("rmsnorm_quant", "early_trigger"), ("int8_linear_conv_step", "early_weight"),
-                       ("hadamard_quant", "early_trigger")):
+                       ("hadamard_quant", "early_trigger"), ("int8_linear_quant", "early_trigger"),
+                       ("selective_scan_int8", "early_trigger"), ("int8_linear", "early_trigger")):
         real = getattr(tk, name)
 
         def spy(*a, _real=real, _name=name, _flag=flag, **k):
@@ -280,9 +281,12 @@ def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, bat
             layer(torch.randn(batch, 3, 192, device=DEVICE), None)   # a prefill: none of them
     finally:
         qmodel.select_backend("reference")
-    assert seen["rmsnorm_quant"] == [early_norm, False]
-    assert seen["int8_linear_conv_step"] == [early_norm]
-    assert seen["hadamard_quant"] == [early_hadamard, False]
+    assert seen["rmsnorm_quant"] == [early, False]
+    assert seen["int8_linear_conv_step"] == [early]
+    assert seen["hadamard_quant"] == [early, False]
+    assert seen["int8_linear_quant"] == [early, False, False]   # x_proj; then the prefill's in_proj, x_proj
+    assert seen["selective_scan_int8"] == [early, False]
+    assert seen["int8_linear"] == [early, False]                # out_proj
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="the early starts only change scheduling under PDL on a GPU")
@@ -300,6 +304,7 @@ def test_early_starts_change_no_bit_of_a_graphed_decode(qmodel, batch, monkeypat
         for early in ("1", "0"):
             monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY", early)
             monkeypatch.setenv("QUAMBA_OUT_PROJ_EARLY", early)
+            monkeypatch.setenv("QUAMBA_DECODE_TRIGGER_CHAIN", early)
             dec = GraphedDecoder(qmodel, batch)
             runs.append(torch.stack([dec.step(ids[:, t]).clone() for t in range(ids.shape[1])]))
             del dec

@@ -25,12 +25,14 @@ The norm, in_proj's conv epilogue and the scan are also told (``early_residual``
 ``early_state``) that the kernel just before them (the previous layer's out_proj, the
 norm, x_proj) writes neither the residual nor the conv or SSM state, so they load those
 before waiting too. Up to 2 sequences the norm lets in_proj start as soon as the norm
-itself does (``early_trigger``), and in_proj loads its first weight block before its
-wait (``early_weight``): it then streams beside the previous layer's out_proj.
-``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch). Likewise, up to 2 sequences
-(where out_proj runs on the rows kernel, which loads its weight rows before its wait) the
-Hadamard lets out_proj start beside the scan, to load its rows there
-(``QUAMBA_OUT_PROJ_EARLY=0`` turns it off).
+itself does (``early_trigger``), and in_proj loads its first 4 weight blocks before its
+wait (``early_weight``). ``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch).
+Likewise, up to 2 sequences (where out_proj runs on the rows kernel, which loads its weight
+rows before its wait) the Hadamard lets out_proj start beside the scan, to load its rows there
+(``QUAMBA_OUT_PROJ_EARLY=0`` turns it off). x_proj, the scan and out_proj do the same (the
+trigger chain, ``QUAMBA_DECODE_TRIGGER_CHAIN=0`` turns it off), so from x_proj on every
+kernel of a layer, the next layer's norm and its in_proj start one after another without
+waiting: in_proj's early blocks and out_proj's rows stream while the small kernels run.
 
 Prefill (seqlen > 1) is host-bound when launched from Python (each wrapper call
 costs far more host time than its kernel at a few thousand tokens), so from the
@@ -68,6 +70,15 @@ def fused_path_unsupported(qconfig) -> str | None:
 # 1.035; batch 4 mixed (2.195 -> 2.233 / 1.298 -> 1.289), batch 8 slower (2.399 -> 2.461 at 2.8b)
 # (docs/sweeps/trigger_ab_*_h100.json, in_proj_early_ab_*_h100.json).
 IN_PROJ_EARLY_MAX_BATCH = 2
+
+# Up to how many sequences x_proj, the scan and out_proj of a decode step let the next kernel start
+# as soon as they do (the trigger chain, see _forward_kernels), and in_proj loads 4 K blocks (40% of
+# 2.8b's weight) before its wait (int8_linear's QUAMBA_IN_PROJ_EARLY_BLOCKS). W8A8 on an H100, A/B
+# alternated twice, logits bit-identical, ms a token, queued (docs/sweeps/trigger_chain_ab_*_h100.json):
+# 2.8b 1.682 -> 1.602, 790m 0.795 -> 0.745, 1.4b 0.963 -> 0.920, 130m 0.327 -> 0.318; two sequences
+# 2.8b 1.847 -> 1.832, 1.4b 1.038 -> 1.021. Either half alone gains little or loses (2.8b: the chain
+# with one early block 1.671, four blocks without the chain 1.707).
+TRIGGER_CHAIN_MAX_BATCH = 2
 
 # Up to how many sequences a decode step's Hadamard lets out_proj start beside the scan: where
 # out_proj runs on the CUDA-core rows kernel (QUAMBA_GEMV_ROWS_MAX_M, 2), which loads its weight
@@ -122,6 +133,13 @@ class FusedQBlock(Block):
         early_in_proj = decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH and _switch_on("QUAMBA_IN_PROJ_EARLY")
         early_out_proj = (decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
                           and _switch_on("QUAMBA_OUT_PROJ_EARLY"))
+        # The trigger chain: x_proj, the scan, the Hadamard, out_proj and the next layer's norm each let
+        # the next kernel start as soon as they start, so the next layer's in_proj starts about when
+        # x_proj does and loads its early weight blocks while this layer's small kernels run. Each of
+        # them reads before its wait only weights, constants, the residual and its own layer's state,
+        # which no kernel launched since this layer's in_proj passed its wait writes (pdl_wait).
+        chain = (decode and hidden.shape[0] <= TRIGGER_CHAIN_MAX_BATCH and not exact
+                 and _switch_on("QUAMBA_DECODE_TRIGGER_CHAIN"))
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
                                         early_trigger=early_in_proj and not exact, exact=exact)
@@ -148,7 +166,7 @@ class FusedQBlock(Block):
         # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
         dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
         dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale,
-                                    static_weight=True)
+                                    static_weight=True, early_trigger=chain)
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
         # dt_proj's inputs go to the scan, which computes it inside (decode, up to 4 tokens) or
         # launches int8_linear_quant first: the int8 dt is the same either way.
@@ -158,7 +176,8 @@ class FusedQBlock(Block):
             ssm.dt_bias, None if cache is None else cache.ssm_state,
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
-            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True, exact=exact)
+            dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True, exact=exact,
+            early_trigger=chain)
         del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
             # A decode step's out_proj reads only its weight before its wait: it may start
@@ -169,7 +188,7 @@ class FusedQBlock(Block):
         del y
         out = tk.int8_linear(yq, mixer.out_proj.weight, mixer.out_proj.input_scale, mixer.out_proj.weight_scale,
                              mixer.out_proj.bias, out_dtype=out_dtype, out=None if out is None else out[0],
-                             static_weight=True)
+                             static_weight=True, early_trigger=chain)
         return out, residual
 
     def _scale_vector(self, name: str, parts) -> torch.Tensor:

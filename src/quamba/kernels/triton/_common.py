@@ -54,10 +54,12 @@ def pdl_wait(USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False):
     TRIGGER_FIRST lets the next kernel start before the wait instead of after it. That
     kernel may then run beside the one before this one too, so whatever it reads before
     its own wait must be written by neither (the caller's promise). Its wait still
-    covers both: this kernel finishes only after the one before it has. That promise
-    covers one kernel back only because the kernel before this one triggered after its
-    own wait (everything before it had finished): two trigger-first kernels must never
-    be adjacent, or the window grows by a kernel with each."""
+    covers both: this kernel finishes only after the one before it has. Trigger-first
+    kernels in a row widen that window: a kernel may start as soon as the last kernel
+    that triggered after its own wait did so, so what it reads before its wait must be
+    written by none of the kernels launched since. A decode step's trigger chain
+    (quantization/fused_block.py) keeps in_proj as that bound once a layer, and its
+    kernels read only weights, constants, the residual and their own layer's state there."""
     if USE_PDL:
         if TRIGGER_FIRST:
             tl.extra.cuda.gdc_launch_dependents()

@@ -313,7 +313,7 @@ def _int8_gemv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     USE_PDL: tl.constexpr, CONV_WIDTH: tl.constexpr = 0, CONV_W_PER_CH: tl.constexpr = False,
     CONV_HAS_BIAS: tl.constexpr = False, CONV_EARLY: tl.constexpr = False, CONV_ROWS: tl.constexpr = 1,
-    EARLY_BLOCKS: tl.constexpr = 0,
+    EARLY_BLOCKS: tl.constexpr = 0, TRIGGER_FIRST: tl.constexpr = False,
 ):
     """Computes the (BLOCK_N, BLOCK_M) tile of out^T = W @ x^T over one K split.
 
@@ -324,8 +324,9 @@ def _int8_gemv_kernel(
     conv weights are loaded before ``pdl_wait``. The conv runs on the tile's first
     CONV_ROWS rows only (>= M; the MMA pads the tokens to 16, and at one token the
     other 15 rows would cost the epilogue 16 times the conv's work).
-    EARLY_BLOCKS (0 or 1): the first K block of W is loaded before ``pdl_wait`` (a static
-    weight; see ``int8_linear_conv_step``'s early_weight)."""
+    EARLY_BLOCKS: the first EARLY_BLOCKS K blocks of W are loaded before ``pdl_wait`` (a
+    static weight; see ``int8_linear_conv_step``'s early_weight), as one tile, multiplied
+    by one product after the wait."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -339,18 +340,21 @@ def _int8_gemv_kernel(
     if CONV_WIDTH > 0 and CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
-    tl.static_assert(EARLY_BLOCKS <= 1, "one early weight block at most (the pointers advance once)")
-    if EARLY_BLOCKS > 0:   # the first K block of a static weight, before the wait
-        w_first = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_stop - k_start), other=0)
-    pdl_wait(USE_PDL)
+    EARLY_K: tl.constexpr = EARLY_BLOCKS * BLOCK_K
+    if EARLY_BLOCKS > 0:   # the first K blocks of a static weight, before the wait
+        offs_e = tl.arange(0, EARLY_K)
+        w_first = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_e)[None, :] * stride_wk,
+                          mask=(offs_n[:, None] < N) & (offs_e[None, :] < k_stop - k_start), other=0)
+    pdl_wait(USE_PDL, TRIGGER_FIRST)
     if CONV_WIDTH > 0 and not CONV_EARLY:
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
     if EARLY_BLOCKS > 0:
-        x_first = tl.load(x_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_stop - k_start), other=0)
+        x_first = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k_start + offs_e)[None, :] * stride_xk,
+                          mask=(offs_m[:, None] < M) & (offs_e[None, :] < k_stop - k_start), other=0)
         acc = tl.dot(w_first, tl.trans(x_first), acc, out_dtype=tl.int32)
-        w_ptrs += BLOCK_K * stride_wk
-        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += EARLY_K * stride_wk
+        x_ptrs += EARLY_K * stride_xk
     for kk in range(EARLY_BLOCKS, tl.cdiv(k_stop - k_start, BLOCK_K)):
         k_left = k_stop - k_start - kk * BLOCK_K
         w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & (offs_k[None, :] < k_left), other=0)
@@ -400,7 +404,7 @@ def _int8_gemv_rows_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
-    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr,
+    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False,
 ):
     """A few tokens: out[m, n] = sum_k x[m, k] * W[n, k] for BLOCK_N rows of W and the
     M_ROWS tokens, on the CUDA cores.
@@ -416,11 +420,11 @@ def _int8_gemv_rows_kernel(
     if SINGLE_PASS:
         km = offs_k < K
         if not EARLY_WEIGHT:
-            pdl_wait(USE_PDL)
+            pdl_wait(USE_PDL, TRIGGER_FIRST)
         w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk,
                     mask=nm[:, None] & km[None, :], other=0)
         if EARLY_WEIGHT:
-            pdl_wait(USE_PDL)
+            pdl_wait(USE_PDL, TRIGGER_FIRST)
         w = w.to(tl.int32)
         for m in tl.static_range(1, M_ROWS):   # tokens 1.. here; token 0 below, as for one token
             x = tl.load(x_ptr + m * stride_xm + offs_k * stride_xk, mask=km, other=0)
@@ -432,7 +436,7 @@ def _int8_gemv_rows_kernel(
         x = tl.load(x_ptr + offs_k * stride_xk, mask=km, other=0)
         total = tl.sum(w * x.to(tl.int32)[None, :], axis=1)
     else:
-        pdl_wait(USE_PDL)
+        pdl_wait(USE_PDL, TRIGGER_FIRST)
         # Elementwise int32 products, reduced once at the end: the loop body is loads
         # and multiply-adds only, so the loads of the next slice issue early.
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
@@ -471,7 +475,7 @@ def _int8_gemv_words_kernel(
     X_PER_ROW: tl.constexpr, W_PER_COL: tl.constexpr, HAS_BIAS: tl.constexpr,
     QUANT_OUT: tl.constexpr, OUT_PER_COL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_HEAD: tl.constexpr, BLOCK_TAIL: tl.constexpr, EARLY_WEIGHT: tl.constexpr,
-    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr,
+    M_ROWS: tl.constexpr, USE_PDL: tl.constexpr, DP4A: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False,
 ):
     """The rows kernel's single pass on int32 words: x and W are read as four int8 values a
     word, kept packed in registers (a quarter of the registers the int8 tile takes, so more
@@ -486,13 +490,13 @@ def _int8_gemv_words_kernel(
     offs_t = BLOCK_HEAD + tl.arange(0, BLOCK_TAIL if BLOCK_TAIL > 0 else 1)
     tm = offs_t < KW
     if not EARLY_WEIGHT:
-        pdl_wait(USE_PDL)
+        pdl_wait(USE_PDL, TRIGGER_FIRST)
     w_head = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_h[None, :], mask=nm[:, None], other=0)
     if BLOCK_TAIL > 0:
         w_tail = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_t[None, :], mask=nm[:, None] & tm[None, :],
                          other=0)
     if EARLY_WEIGHT:
-        pdl_wait(USE_PDL)
+        pdl_wait(USE_PDL, TRIGGER_FIRST)
     for m in tl.static_range(M_ROWS):
         x_head = tl.load(x_ptr + m * stride_xm + offs_h)
         total = tl.sum(_dot4(w_head, x_head[None, :], tl.zeros_like(w_head), DP4A), axis=1)
@@ -600,6 +604,21 @@ def _rows_route(M: int, N: int, K: int, words: bool = False) -> dict | None:
     return cfg
 
 
+def _early_blocks(cfg: dict) -> int:
+    """How many K blocks ``early_weight`` loads before the wait: QUAMBA_IN_PROJ_EARLY_BLOCKS
+    (1, 2, 4 or 8, for A/B runs; default 4), fewer where the K range is shorter. 2.8b W8A8
+    decode on an H100, with the trigger chain (quantization/fused_block.py), ms a token: 1
+    block 1.671, 2 1.667, 4 1.601, 8 2.25 (64 x 2048 int8 a program no longer fits the
+    registers; docs/sweeps/trigger_chain_ab*_2.8b_b1_h100.json)."""
+    value = os.environ.get("QUAMBA_IN_PROJ_EARLY_BLOCKS", "4")
+    if value not in ("1", "2", "4", "8"):
+        raise ValueError(f"QUAMBA_IN_PROJ_EARLY_BLOCKS={value!r}: use 1, 2, 4 or 8")
+    blocks = int(value)
+    while blocks > 1 and blocks * cfg["BLOCK_K"] > cfg["K_PER_SPLIT"]:
+        blocks //= 2
+    return blocks
+
+
 # Per-device zeroed counters for the split-K reduction; every launch leaves them at zero.
 _LOCKS: dict[torch.device, torch.Tensor] = {}
 
@@ -665,8 +684,10 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- wrappers
 
 def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False,
-            conv=None):
-    """conv: the GEMV's conv epilogue (``_ConvStep``), only where ``_conv_fusable`` said so."""
+            conv=None, early_trigger=False):
+    """conv: the GEMV's conv epilogue (``_ConvStep``), only where ``_conv_fusable`` said so.
+    early_trigger: a decode launch lets the next kernel start before its own wait
+    (``pdl_wait``'s TRIGGER_FIRST; see ``int8_linear``)."""
     check_device(op, x_q, w_q, x_scale, w_scale, bias, out_scale, out)
     check_dtype(op, "x_q", x_q, (torch.int8,))
     check_dtype(op, "w_q", w_q, (torch.int8,))
@@ -747,12 +768,13 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
                 x_words, w_words, *args_ptr[2:], N, K // 4, x_words.stride(0), w_words.stride(0),
                 out.stride(0), out.stride(1), **flags, BLOCK_N=bn, BLOCK_HEAD=head, BLOCK_TAIL=tail,
                 EARLY_WEIGHT=static_weight, M_ROWS=M, DP4A=words == "dp4a" and not interpret_mode(),
-                num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
+                TRIGGER_FIRST=early_trigger, num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
         else:
             _int8_gemv_rows_kernel[(triton.cdiv(N, bn),)](
                 *args_ptr, N, K, x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0),
                 out.stride(1), **flags, BLOCK_N=bn, BLOCK_K=bk, SINGLE_PASS=bk >= K, EARLY_WEIGHT=static_weight,
-                M_ROWS=M, num_warps=rows_cfg["num_warps"], **pdl_launch_options(x_q.device))
+                M_ROWS=M, TRIGGER_FIRST=early_trigger, num_warps=rows_cfg["num_warps"],
+                **pdl_launch_options(x_q.device))
     elif M <= DECODE_MAX_M:
         cfg = _gemv_config(M, N, K, x_q.device)
         if conv is not None:
@@ -779,8 +801,8 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
-            EARLY_BLOCKS=int(conv is not None and conv.early_weight),
-            **pdl_launch_options(x_q.device))
+            EARLY_BLOCKS=_early_blocks(cfg) if conv is not None and conv.early_weight else 0,
+            TRIGGER_FIRST=early_trigger, **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
                    out.stride(0), out.stride(1))
@@ -813,16 +835,21 @@ def int8_linear(
     out_dtype: torch.dtype = torch.float16,
     out: torch.Tensor | None = None,
     static_weight: bool = False,
+    early_trigger: bool = False,
 ) -> torch.Tensor:
     """x_q: (..., K) int8; w_q: (N, K) int8; x_scale: fp32, one element or (..., 1)
     per token; w_scale: fp32, one element or (N,); bias: (N,) or None.
     Returns (x_q @ w_q^T) * x_scale * w_scale + bias as (..., N) in out_dtype
     (written to ``out`` when given: contiguous, out_dtype, (..., N)).
     static_weight: a promise that no kernel writes w_q (a model's weight), which
-    lets a one-token launch read it before the previous kernel has finished."""
+    lets a one-token launch read it before the previous kernel has finished.
+    early_trigger: the caller promises that the kernel launched after this one reads,
+    before its own PDL wait, nothing that a kernel still running may write (weights, its
+    own layer's state). A decode launch then lets it start as soon as this one does."""
     if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"int8_linear: out_dtype must be float16, bfloat16 or float32, got {out_dtype}")
-    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear", out, static_weight)
+    return _launch(x_q, w_q, x_scale, w_scale, bias, None, out_dtype, "int8_linear", out, static_weight,
+                   early_trigger=early_trigger)
 
 
 def int8_linear_quant(
@@ -833,13 +860,14 @@ def int8_linear_quant(
     bias: torch.Tensor | None,
     out_scale: torch.Tensor,
     static_weight: bool = False,
+    early_trigger: bool = False,
 ) -> torch.Tensor:
     """As ``int8_linear``, then requantized in the epilogue:
     quantize_ref(out_fp32, out_scale) -> (..., N) int8. out_scale: per-tensor, or
     (N,) per output column (one launch for several projections that share an
     input but have different output scales, e.g. in_proj's x and z halves)."""
     return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant",
-                   static_weight=static_weight)
+                   static_weight=static_weight, early_trigger=early_trigger)
 
 
 class _ConvStep(NamedTuple):
@@ -884,6 +912,7 @@ def int8_linear_conv_step(
     u_scale: torch.Tensor,
     early_state: bool = False,
     early_weight: bool = False,
+    early_trigger: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A decode step of in_proj and the causal conv after it, in one launch where it can.
 
@@ -936,5 +965,6 @@ def int8_linear_conv_step(
     conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
                      conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
                      scalar_scale(op, "u_scale", u_scale), early_state, early_weight)
-    out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)
+    out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv,
+                  early_trigger=early_trigger)
     return out[..., :dim], out[..., dim:]

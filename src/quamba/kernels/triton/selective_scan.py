@@ -140,6 +140,7 @@ def _selective_scan_kernel(
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, EARLY_STATE: tl.constexpr,
     USE_PDL: tl.constexpr, DTW_EARLY: tl.constexpr = False, ACC: tl.constexpr = tl.float32,
+    TRIGGER_FIRST: tl.constexpr = False,
 ):
     """The serial scan: one timestep after another, the state (BLOCK_D, BLOCK_N).
 
@@ -185,7 +186,7 @@ def _selective_scan_kernel(
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr + offs_d, mask=dm, other=0.0)[None, :]
         else:
             lw_s = tl.load(lq_scale_ptr) * tl.load(dtw_scale_ptr)
-    pdl_wait(USE_PDL)
+    pdl_wait(USE_PDL, TRIGGER_FIRST)
     if HAS_H0 and not EARLY_STATE:
         h = tl.load(h_p, mask=dn_mask, other=0.0).to(ACC)
     if not HAS_H0:
@@ -550,7 +551,7 @@ def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device,
 
 
 def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_softplus, y_dtype,
-            state_out=None, dt_proj=None, early_state=False, exact=False):
+            state_out=None, dt_proj=None, early_state=False, exact=False, early_trigger=False):
     """dt_proj: None, or (lq, w, w_per_channel) to compute dt from dt_proj's int8
     input lq (batch, seqlen, R) and weight w (dim, R); dt is then None.
     exact: the serial kernel in fp64 (kernels/numerics.py); A must be fp64 then."""
@@ -662,7 +663,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
         segment_args = segment_args or (dummy,)
     else:
         kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None,
-                                                      DTW_EARLY=dtw_early,
+                                                      DTW_EARLY=dtw_early, TRIGGER_FIRST=early_trigger,
                                                       ACC=tl.float64 if exact else tl.float32)
     kernel[grid](
         u, dt, A, B, C, D if D is not None else dummy, zz,
@@ -708,6 +709,7 @@ def selective_scan_int8(
     dt_w_q: torch.Tensor | None = None, dt_w_scale: torch.Tensor | None = None,
     early_state: bool = False,
     exact: bool = False,
+    early_trigger: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """u_q, dt_q, z_q: (batch, seqlen, dim) int8 (any strides); B_q, C_q:
     (batch, seqlen, dstate) int8; scales: per-tensor fp32; A: (dim, dstate) fp32;
@@ -728,6 +730,9 @@ def selective_scan_int8(
     that one still runs): a decode step then loads the state before waiting for it. A
     model's decode step keeps that promise (x_proj runs just before; the state's last
     writer is this layer's scan of the token before); back-to-back scans on one state do not.
+    early_trigger: the caller promises that the kernel launched after this one reads, before
+    its own PDL wait, nothing a kernel still running may write; a decode step (the serial
+    kernel) then lets it start as soon as this one does.
 
     exact: exact numerics (kernels/numerics.py): A fp64 (-exp(A_log) in fp64), the serial
     scan with all its arithmetic in fp64, y and the state rounded to fp32, then to fp16 / their dtype."""
@@ -778,7 +783,7 @@ def selective_scan_int8(
     scales.append(scalar_scale(op, "z_scale", z_scale) if z_q is not None else scales[0])
     scales += [lq_scale, dtw_scale]
     return _launch(op, u_q, dt_q, A, B_q, C_q, D, z_q, dt_bias, initial_state, scales, True,
-                   torch.float16, state_out, dt_proj, early_state, exact)
+                   torch.float16, state_out, dt_proj, early_state, exact, early_trigger)
 
 
 def selective_scan(

@@ -10,8 +10,11 @@ that only change scheduling (QUAMBA_PDL) must give bit-identical logits.
 """
 
 import argparse
+import datetime
 import json
 import os
+import shlex
+import sys
 
 import torch
 
@@ -48,5 +51,9 @@ for variant in args.variant or [""]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": args.shape,
+import triton  # noqa: E402  (after the runs: only its version is recorded)
+
+json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "command": "python " + shlex.join(sys.argv), "shape": args.shape,
            "method": args.method, "batch": args.batch, "rows": rows}, open(args.json, "w"), indent=1)

@@ -65,8 +65,8 @@ def fused_path_unsupported(qconfig) -> str | None:
 
 
 # Up to how many sequences a decode step's norm lets in_proj start beside the previous layer's
-# out_proj (with in_proj's first weight block loaded before its wait). 2.8b / 1.4b W8A8 on an
-# H100, A/B twice: batch 1 1.699 -> 1.682 / 0.999 -> 0.995, batch 2 1.867 -> 1.852 / 1.048 ->
+# out_proj (with in_proj's early weight blocks loaded before its wait). Measured with one block,
+# before the trigger chain below; 2.8b / 1.4b W8A8 on an H100, A/B twice: batch 1 1.699 -> 1.682 / 0.999 -> 0.995, batch 2 1.867 -> 1.852 / 1.048 ->
 # 1.035; batch 4 mixed (2.195 -> 2.233 / 1.298 -> 1.289), batch 8 slower (2.399 -> 2.461 at 2.8b)
 # (docs/sweeps/trigger_ab_*_h100.json, in_proj_early_ab_*_h100.json).
 IN_PROJ_EARLY_MAX_BATCH = 2
@@ -129,7 +129,7 @@ class FusedQBlock(Block):
         # runs as its own launch (in_proj's epilogue computes it in fp32).
         exact = exact_numerics()
         # A decode step of up to 2 sequences: in_proj starts beside the previous layer's out_proj and
-        # loads its first weight block there (see int8_linear_conv_step's early_weight).
+        # loads its first weight blocks there (see int8_linear_conv_step's early_weight).
         early_in_proj = decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH and _switch_on("QUAMBA_IN_PROJ_EARLY")
         early_out_proj = (decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
                           and _switch_on("QUAMBA_OUT_PROJ_EARLY"))

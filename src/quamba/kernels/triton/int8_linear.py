@@ -608,8 +608,8 @@ def _early_blocks(cfg: dict) -> int:
     """How many K blocks ``early_weight`` loads before the wait: QUAMBA_IN_PROJ_EARLY_BLOCKS
     (1, 2, 4 or 8, for A/B runs; default 4), fewer where the K range is shorter. 2.8b W8A8
     decode on an H100, with the trigger chain (quantization/fused_block.py), ms a token: 1
-    block 1.671, 2 1.667, 4 1.601, 8 2.25 (64 x 2048 int8 a program no longer fits the
-    registers; docs/sweeps/trigger_chain_ab*_2.8b_b1_h100.json)."""
+    block 1.671, 2 1.667, 4 1.601, 8 2.25 (64 x 2048 int8 a program: 160 KB of shared memory, one
+    program an SM; docs/sweeps/trigger_chain_ab*_2.8b_b1_h100.json)."""
     value = os.environ.get("QUAMBA_IN_PROJ_EARLY_BLOCKS", "4")
     if value not in ("1", "2", "4", "8"):
         raise ValueError(f"QUAMBA_IN_PROJ_EARLY_BLOCKS={value!r}: use 1, 2, 4 or 8")
@@ -912,7 +912,6 @@ def int8_linear_conv_step(
     u_scale: torch.Tensor,
     early_state: bool = False,
     early_weight: bool = False,
-    early_trigger: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A decode step of in_proj and the causal conv after it, in one launch where it can.
 
@@ -933,11 +932,14 @@ def int8_linear_conv_step(
     early_state: the caller promises that the kernel launched just before this one does
     not write conv_state_q (true in a Mamba block, where the norm comes before), so the
     state (and the conv's weights) are read before ``pdl_wait``.
-    early_weight: the first K block of w_q is read before ``pdl_wait`` too. It pays where
-    the kernel before lets this one start early (``rmsnorm_quant(..., early_trigger=True)``):
-    2.8b W8A8 decode on an H100 at one sequence, both 1.699 -> 1.682 ms a token (two: 1.867 -> 1.852); the early
-    block alone 1.719, the early trigger alone 1.698; at 8 sequences both 2.399 -> 2.461
-    (A/B in one process, logits bit-identical: docs/sweeps/trigger_ab_*_h100.json)."""
+    early_weight: the first K blocks of w_q (``_early_blocks``: 4 by default) are read before
+    ``pdl_wait`` too. It pays where the kernels before let this one start early
+    (``rmsnorm_quant(..., early_trigger=True)``, and the decode trigger chain of
+    quantization/fused_block.py). With one block and the norm's early trigger only: 2.8b W8A8
+    decode on an H100 at one sequence 1.699 -> 1.682 ms a token (two: 1.867 -> 1.852); the
+    early block alone 1.719, the early trigger alone 1.698; at 8 sequences both 2.399 -> 2.461
+    (A/B in one process, logits bit-identical: docs/sweeps/trigger_ab_*_h100.json). With the
+    chain and 4 blocks: 1.682 -> 1.602 (docs/sweeps/trigger_chain_ab_*_h100.json)."""
     op = "int8_linear_conv_step"
     check_device(op, x_q, w_q, conv_w_q, conv_w_scale, conv_bias, conv_state_q, conv_x_scale, u_scale)
     if x_q.dim() != 3 or x_q.shape[1] != 1:
@@ -965,6 +967,5 @@ def int8_linear_conv_step(
     conv = _ConvStep(conv_w_q, ws.float().contiguous(), None if conv_bias is None else conv_bias.contiguous(),
                      conv_state_q, scalar_scale(op, "conv_x_scale", conv_x_scale),
                      scalar_scale(op, "u_scale", u_scale), early_state, early_weight)
-    out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv,
-                  early_trigger=early_trigger)
+    out = _launch(x_q, w_q, x_scale, w_scale, None, out_scale, torch.float32, op, static_weight=True, conv=conv)
     return out[..., :dim], out[..., dim:]

@@ -12,6 +12,10 @@ costs in the chain. The logits are garbage then; only the times mean anything.
 Kernels that can be removed (``--skip`` sets, comma-separated within a set): norm, in_proj
 (with the conv in its epilogue up to 8 sequences), conv (its own launch beyond 8),
 x_proj, scan (with dt_proj inside up to 4), hadamard, out_proj.
+
+Since the decode trigger chain (quantization/fused_block.py), in_proj is the one kernel of a
+layer that triggers after its wait and bounds how far the chain runs ahead. Removing it lets the
+chain span layers, so ``--skip in_proj`` times a schedule that never runs otherwise.
 """
 
 import argparse

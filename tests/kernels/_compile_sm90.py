@@ -43,7 +43,21 @@ def _compile(fn, constexprs: dict, ptr_types: dict, floats=(), descs: dict | Non
     missing = [n for n in fn.arg_names if sig[n] == "constexpr" and n not in constexprs]
     assert not missing, missing
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    return triton.compile(src, target=SM90, options=dict(num_warps=num_warps, num_stages=num_stages))
+    kernel = triton.compile(src, target=SM90, options=dict(num_warps=num_warps, num_stages=num_stages))
+    _LAST_PTX[0] = kernel.asm["ptx"]
+    return kernel
+
+
+_LAST_PTX = [""]
+
+
+def pdl_order(ptx: str) -> str:
+    """Which programmatic-dependent-launch instruction comes first in the PTX: "trigger_first"
+    (launch_dependents, then wait), "wait_first", or "none"."""
+    trigger, wait = ptx.find("griddepcontrol.launch_dependents"), ptx.find("griddepcontrol.wait")
+    if trigger < 0 or wait < 0:
+        return "none"
+    return "trigger_first" if trigger < wait else "wait_first"
 
 
 I8 = "*i8"
@@ -183,6 +197,7 @@ CASES = [
                                                                      early_blocks=1)),
     ("decode_gemv[m16,conv4,rows4]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=4)),
     ("decode_gemv[m16,conv4,rows8]", decode_gemv, dict(block_m=16, split=1, conv_width=4, conv_rows=8)),
+    ("decode_gemv[m16,trigger_first]", decode_gemv, dict(block_m=16, split=1, trigger_first=True)),
     ("decode_gemv[m16,conv3,rows2,plain]", decode_gemv, dict(block_m=16, split=1, conv_width=3, conv_rows=2,
                                                              conv_variant=False)),
     ("decode_gemv_rows[1]", decode_gemv_rows, dict(m_rows=1)),
@@ -230,11 +245,13 @@ CASES = [
 
 
 if __name__ == "__main__":
-    results = {}
+    results, orders = {}, {}
     for label, fn, kwargs in CASES:
         try:
+            _LAST_PTX[0] = ""
             fn(**kwargs)
             results[label] = "ok"
+            orders[label] = pdl_order(_LAST_PTX[0])
         except Exception as exc:  # reported per case by the test
             results[label] = f"{type(exc).__name__}: {str(exc)[-1500:]}"
-    json.dump(results, sys.stdout)
+    json.dump({"status": results, "pdl_order": orders}, sys.stdout)

@@ -45,4 +45,19 @@ def compiled() -> dict:
 @pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))
 @pytest.mark.parametrize("label", [label for label, _, _ in CASES])
 def test_kernel_compiles_for_sm90(label, compiled):
-    assert compiled[label] == "ok", f"{label}: {compiled[label]}"
+    assert compiled["status"][label] == "ok", f"{label}: {compiled['status'][label]}"
+
+
+# The kernels that wait on the kernel before under programmatic dependent launch, and whether
+# they let the next one start before their wait (TRIGGER_FIRST, a decode step's trigger chain)
+# or after it. The interpreter runs neither instruction, so only the compiled code shows it.
+_PDL_CASES = [label for label, _, _ in CASES
+              if label.split("[")[0] in ("decode_gemv", "decode_gemv_rows", "decode_gemv_words", "decode_scan",
+                                         "rmsnorm", "hadamard_decode")]
+
+
+@pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))
+@pytest.mark.parametrize("label", _PDL_CASES)
+def test_trigger_first_kernels_let_the_next_start_before_their_wait(label, compiled):
+    want = "trigger_first" if ("trigger_first" in label or "early_trigger" in label) else "wait_first"
+    assert compiled["pdl_order"].get(label) == want

@@ -87,31 +87,29 @@ def test_matches_the_two_kernels_and_the_references(batch, K, D, width, per_chan
         assert torch.equal(one_state.cpu(), ref_state.cpu())
 
 
-@pytest.mark.parametrize("blocks", ["1", "2", "8"])
-def test_early_weight_blocks_change_no_bit(blocks, device, monkeypatch):
-    """in_proj's early weight blocks (QUAMBA_IN_PROJ_EARLY_BLOCKS; 4 by default, which the test
-    above runs) are loaded as one tile and multiplied by one product after the wait: any count
-    gives the default's bits, also where it is clipped to a shorter K range (8 here). N = 384 > K
-    takes the tensor-core GEMV (narrower weights go to the rows kernel, which has no early blocks)."""
-    assert int8_linear_conv_step.__globals__["_conv_fusable"](2, 384, 256)
-    x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(2, 256, 192, 4, device, True, True)
-    us = torch.tensor(0.05, device=device)
-    runs = []
-    for value in ("4", blocks):
-        monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY_BLOCKS", value)
-        s = state.clone()
-        runs.append((*int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, s, cxs, us,
-                                            early_state=True, early_weight=True), s))
-    for got, want in zip(runs[1], runs[0]):
-        assert torch.equal(got, want)
+# K = 600 is 10 of the interpreter's 64-wide K blocks (the last one partial), 2560 is 10 of the
+# GPU's 256-wide ones: every count below fits unclipped (16 is clipped to 8). K = 500 and 2000 are
+# 8 blocks, the last partial: 8 early blocks reach past K, which their mask must cover.
+_EARLY_CASE = shapes(gpu=[(2, 2560, 5120), (2, 2000, 4096)], cpu=[(2, 600, 384), (2, 500, 384)])
 
 
-def test_early_weight_blocks_refuse_an_unknown_count(device, monkeypatch):
-    monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY_BLOCKS", "3")
-    x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(2, 256, 192, 4, device, True, True)
-    with pytest.raises(ValueError, match="QUAMBA_IN_PROJ_EARLY_BLOCKS='3'"):
-        int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs,
-                              torch.tensor(0.05, device=device), early_state=True, early_weight=True)
+@pytest.mark.parametrize("batch,K,D", _EARLY_CASE)
+@pytest.mark.parametrize("blocks", [0, 1, 2, 4, 8, 16])
+def test_early_weight_blocks_change_no_bit(batch, K, D, blocks, device):
+    """in_proj's early weight blocks are loaded as one tile before the wait and multiplied by one
+    product after it, the rest of K in the loop: every count gives the two kernels' bits."""
+    x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, state, cxs = _case(batch, K, D, 4, device, True, True)
+    assert int8_linear_conv_step.__globals__["_conv_fusable"](batch, 2 * D, K)   # the tensor-core GEMV
+    xz_q = int8_linear_quant(x_q, w_q, xs, ws, None, os_, static_weight=True)
+    us = _u_scale(xz_q, cxs, conv_w, conv_ws, conv_b, state)
+    two_state = state.clone()
+    u_two, _ = causal_conv1d_int8(xz_q[..., :D], cxs, conv_w, conv_ws, conv_b, two_state, us, state_out=two_state)
+    one_state = state.clone()
+    u, z = int8_linear_conv_step(x_q, w_q, xs, ws, os_, conv_w, conv_ws, conv_b, one_state, cxs, us,
+                                 early_state=True, early_weight=blocks)
+    assert torch.equal(z, xz_q[..., D:])
+    assert torch.equal(u, u_two)
+    assert torch.equal(one_state, two_state)
 
 
 @pytest.mark.parametrize("batch,K,D", CASES)

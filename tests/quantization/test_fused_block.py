@@ -254,13 +254,19 @@ def test_w8a8_prefill_stack_graph_sees_a_rescaled_tensor(qmodel, monkeypatch):
         assert torch.equal(got, eager)
 
 
-@pytest.mark.parametrize("batch,early", [(1, True), (2, True), (3, False)])
-def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, batch, early, monkeypatch):
+@pytest.mark.parametrize("batch,early,chain_switch", [(1, True, "1"), (2, True, "1"), (3, False, "1"),
+                                                      (1, True, "0")])
+def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, batch, early, chain_switch,
+                                                                     monkeypatch):
     """The early starts (docs/kernels.md, "Starting the next kernel early") are asked for
     where they were measured to pay: the norm's up to two sequences (with in_proj's early weight
-    blocks), the Hadamard's up to two (out_proj on the rows kernel), and the trigger chain of
-    x_proj, the scan and out_proj up to two; never in a prefill."""
+    blocks: 4 under the trigger chain, 1 without it), the Hadamard's up to two (out_proj on the
+    rows kernel), and the trigger chain of x_proj, the scan and out_proj up to two; never in a
+    prefill. QUAMBA_DECODE_TRIGGER_CHAIN=0 gives the step as it was before the chain."""
     from quamba.kernels import triton as tk
+
+    monkeypatch.setenv("QUAMBA_DECODE_TRIGGER_CHAIN", chain_switch)
+    chain = early and chain_switch == "1"
 
     seen = {}
     for name, flag in (("rmsnorm_quant", "early_trigger"), ("int8_linear_conv_step", "early_weight"),
@@ -282,11 +288,26 @@ def test_decode_step_starts_in_proj_and_out_proj_early_where_it_pays(qmodel, bat
     finally:
         qmodel.select_backend("reference")
     assert seen["rmsnorm_quant"] == [early, False]
-    assert seen["int8_linear_conv_step"] == [early]
+    assert seen["int8_linear_conv_step"] == [(4 if chain else 1) if early else 0]   # in_proj's early blocks
     assert seen["hadamard_quant"] == [early, False]
-    assert seen["int8_linear_quant"] == [early, False, False]   # x_proj; then the prefill's in_proj, x_proj
-    assert seen["selective_scan_int8"] == [early, False]
-    assert seen["int8_linear"] == [early, False]                # out_proj
+    assert seen["int8_linear_quant"] == [chain, False, False]   # x_proj; then the prefill's in_proj, x_proj
+    assert seen["selective_scan_int8"] == [chain, False]
+    assert seen["int8_linear"] == [chain, False]                # out_proj
+
+
+@pytest.mark.parametrize("value,blocks", [(None, 4), ("1", 1), ("8", 8), ("3", None), ("four", None)])
+def test_in_proj_early_blocks_switch(value, blocks, monkeypatch):
+    from quamba.quantization import fused_block
+
+    if value is None:
+        monkeypatch.delenv("QUAMBA_IN_PROJ_EARLY_BLOCKS", raising=False)
+    else:
+        monkeypatch.setenv("QUAMBA_IN_PROJ_EARLY_BLOCKS", value)
+    if blocks is None:
+        with pytest.raises(ValueError, match=f"QUAMBA_IN_PROJ_EARLY_BLOCKS={value!r}"):
+            fused_block._in_proj_early_blocks()
+    else:
+        assert fused_block._in_proj_early_blocks() == blocks
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="the early starts only change scheduling under PDL on a GPU")

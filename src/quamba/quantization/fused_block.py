@@ -22,9 +22,8 @@ whole model in a CUDA graph so a token costs one launch from the host. On Hopper
 the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
 The norm, in_proj's conv epilogue and the scan are also told (``early_residual``,
-``early_state``) that the kernel just before them (the previous layer's out_proj, the
-norm, x_proj) writes neither the residual nor the conv or SSM state, so they load those
-before waiting too. Up to 2 sequences the norm lets in_proj start as soon as the norm
+``early_state``) that no kernel that may still run when they start writes the residual or
+their conv or SSM state, so they load those before waiting too. Up to 2 sequences the norm lets in_proj start as soon as the norm
 itself does (``early_trigger``), and in_proj loads its first 4 weight blocks before its
 wait (``early_weight``). ``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch).
 Likewise, up to 2 sequences (where out_proj runs on the rows kernel, which loads its weight
@@ -87,6 +86,16 @@ TRIGGER_CHAIN_MAX_BATCH = 2
 HADAMARD_EARLY_MAX_BATCH = 2
 
 
+def _in_proj_early_blocks() -> int:
+    """in_proj's K blocks loaded before its wait under the trigger chain: QUAMBA_IN_PROJ_EARLY_BLOCKS
+    (1, 2, 4 or 8, for A/B runs; default 4). Without the chain in_proj starts only during the norm
+    and loads one (4 without the chain: 1.707 against 1.682 ms at 2.8b)."""
+    value = os.environ.get("QUAMBA_IN_PROJ_EARLY_BLOCKS", "4")
+    if value not in ("1", "2", "4", "8"):
+        raise ValueError(f"QUAMBA_IN_PROJ_EARLY_BLOCKS={value!r}: use 1, 2, 4 or 8")
+    return int(value)
+
+
 def _switch_on(name: str) -> bool:
     """An A/B switch of the decode step, on unless set to 0 (read at capture time)."""
     return os.environ.get(name, "1") != "0"
@@ -137,9 +146,11 @@ class FusedQBlock(Block):
         # the next kernel start as soon as they start, so the next layer's in_proj starts about when
         # x_proj does and loads its early weight blocks while this layer's small kernels run. Each of
         # them reads before its wait only weights, constants, the residual and its own layer's state,
-        # which no kernel launched since this layer's in_proj passed its wait writes (pdl_wait).
+        # which neither this layer's in_proj (it may still run) nor any kernel after it writes (pdl_wait).
         chain = (decode and hidden.shape[0] <= TRIGGER_CHAIN_MAX_BATCH and not exact
                  and _switch_on("QUAMBA_DECODE_TRIGGER_CHAIN"))
+        # in_proj's weight blocks read before its wait: more under the chain, which starts it sooner.
+        in_proj_blocks = (_in_proj_early_blocks() if chain else 1) if early_in_proj else 0
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
                                         early_trigger=early_in_proj and not exact, exact=exact)
@@ -153,7 +164,7 @@ class FusedQBlock(Block):
             uq, zq = tk.int8_linear_conv_step(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,
                                               mixer.in_proj.weight_scale, xz_scale, conv.weight, conv.weight_scale,
                                               conv.bias, cache.conv_state, conv.input_scale, us, early_state=True,
-                                              early_weight=early_in_proj)
+                                              early_weight=in_proj_blocks)
             xzq = xq = None
         else:
             xzq = tk.int8_linear_quant(hq, mixer.in_proj.weight, mixer.in_proj.input_scale,

@@ -56,10 +56,14 @@ def pdl_wait(USE_PDL: tl.constexpr, TRIGGER_FIRST: tl.constexpr = False):
     its own wait must be written by neither (the caller's promise). Its wait still
     covers both: this kernel finishes only after the one before it has. Trigger-first
     kernels in a row widen that window: a kernel may start as soon as the last kernel
-    that triggered after its own wait did so, so what it reads before its wait must be
-    written by none of the kernels launched since. A decode step's trigger chain
-    (quantization/fused_block.py) keeps in_proj as that bound once a layer, and its
-    kernels read only weights, constants, the residual and their own layer's state there."""
+    that triggered after its own wait has passed that wait, so what it reads before its
+    wait must be written by none of the kernels that may still run: that one (it runs on
+    after its wait) and every kernel launched since. A decode step's trigger chain
+    (quantization/fused_block.py) keeps in_proj as that bound once a layer. Its kernels
+    read there only weights, constants, the residual and their own layer's state, and
+    in_proj reads the next layer's conv state while the one still running writes its own:
+    each layer must have its own state (two steps of one block on one cache, back to back
+    with nothing between them, would break that)."""
     if USE_PDL:
         if TRIGGER_FIRST:
             tl.extra.cuda.gdc_launch_dependents()

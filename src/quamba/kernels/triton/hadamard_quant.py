@@ -291,8 +291,8 @@ def hadamard_quant(y: torch.Tensor, scale: torch.Tensor, early_trigger: bool = F
     ``quamba.quantization.hadamard.hadamard_factors``); scale: per-tensor fp32.
     Returns (..., n) int8 = quantize_ref(y @ hadamard_matrix(n), scale).
     early_trigger: the caller promises that the kernel launched after this one reads, before
-    its own PDL wait, nothing that the kernel launched before this one writes (a decode
-    step's out_proj reads at most its weight there). That kernel may then start as soon as
+    its own PDL wait, nothing that a kernel still running writes (a decode step's out_proj
+    reads at most its weight there). That kernel may then start as soon as
     this one does (``pdl_wait``'s TRIGGER_FIRST); one or two tokens' out_proj (the rows
     kernel) loads its weight rows while the scan still runs.
     exact: exact numerics (kernels/numerics.py): the butterfly kernel in fp64, rounded once."""

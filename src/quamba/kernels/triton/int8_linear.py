@@ -341,6 +341,7 @@ def _int8_gemv_kernel(
         conv_taps = conv_step_load(conv_state_ptr, conv_w_ptr, tl.arange(0, CONV_ROWS), offs_n, M, CONV_DIM,
                                    CONV_WIDTH)
     EARLY_K: tl.constexpr = EARLY_BLOCKS * BLOCK_K
+    tl.static_assert((EARLY_BLOCKS & (EARLY_BLOCKS - 1)) == 0, "the early blocks are one tile: a power of two")
     if EARLY_BLOCKS > 0:   # the first K blocks of a static weight, before the wait
         offs_e = tl.arange(0, EARLY_K)
         w_first = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k_start + offs_e)[None, :] * stride_wk,
@@ -604,16 +605,10 @@ def _rows_route(M: int, N: int, K: int, words: bool = False) -> dict | None:
     return cfg
 
 
-def _early_blocks(cfg: dict) -> int:
-    """How many K blocks ``early_weight`` loads before the wait: QUAMBA_IN_PROJ_EARLY_BLOCKS
-    (1, 2, 4 or 8, for A/B runs; default 4), fewer where the K range is shorter. 2.8b W8A8
-    decode on an H100, with the trigger chain (quantization/fused_block.py), ms a token: 1
-    block 1.671, 2 1.667, 4 1.601, 8 2.25 (64 x 2048 int8 a program: 160 KB of shared memory, one
-    program an SM; docs/sweeps/trigger_chain_ab*_2.8b_b1_h100.json)."""
-    value = os.environ.get("QUAMBA_IN_PROJ_EARLY_BLOCKS", "4")
-    if value not in ("1", "2", "4", "8"):
-        raise ValueError(f"QUAMBA_IN_PROJ_EARLY_BLOCKS={value!r}: use 1, 2, 4 or 8")
-    blocks = int(value)
+def _early_blocks(requested: int, cfg: dict) -> int:
+    """``early_weight``'s K blocks, halved until they fit the program's K range (a power of two:
+    they are loaded as one tile)."""
+    blocks = 1 << (int(requested).bit_length() - 1) if requested > 0 else 0
     while blocks > 1 and blocks * cfg["BLOCK_K"] > cfg["K_PER_SPLIT"]:
         blocks //= 2
     return blocks
@@ -801,7 +796,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
-            EARLY_BLOCKS=_early_blocks(cfg) if conv is not None and conv.early_weight else 0,
+            EARLY_BLOCKS=_early_blocks(conv.early_weight, cfg) if conv is not None else 0,
             TRIGGER_FIRST=early_trigger, **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
@@ -879,7 +874,7 @@ class _ConvStep(NamedTuple):
     x_scale: torch.Tensor       # fp32 0-dim: the scale the conv's int8 input was quantized with
     out_scale: torch.Tensor     # fp32 0-dim: u's scale
     early_state: bool
-    early_weight: bool
+    early_weight: int           # K blocks of the weight loaded before the wait (0: none)
 
 
 # Up to how many sequences the conv runs in the GEMV's epilogue: where it pays. 2.8b W8A8
@@ -911,7 +906,7 @@ def int8_linear_conv_step(
     conv_x_scale: torch.Tensor,
     u_scale: torch.Tensor,
     early_state: bool = False,
-    early_weight: bool = False,
+    early_weight: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A decode step of in_proj and the causal conv after it, in one launch where it can.
 
@@ -929,17 +924,20 @@ def int8_linear_conv_step(
     up to CONV_STEP_MAX_M sequences when the conv is at most CONV_STEP_MAX_WIDTH wide and
     its weight and state are contiguous; otherwise the two kernels. The results are the
     same bits. w_q is taken to be a static weight (``static_weight=True``).
-    early_state: the caller promises that the kernel launched just before this one does
-    not write conv_state_q (true in a Mamba block, where the norm comes before), so the
-    state (and the conv's weights) are read before ``pdl_wait``.
-    early_weight: the first K blocks of w_q (``_early_blocks``: 4 by default) are read before
-    ``pdl_wait`` too. It pays where the kernels before let this one start early
-    (``rmsnorm_quant(..., early_trigger=True)``, and the decode trigger chain of
-    quantization/fused_block.py). With one block and the norm's early trigger only: 2.8b W8A8
-    decode on an H100 at one sequence 1.699 -> 1.682 ms a token (two: 1.867 -> 1.852); the
-    early block alone 1.719, the early trigger alone 1.698; at 8 sequences both 2.399 -> 2.461
-    (A/B in one process, logits bit-identical: docs/sweeps/trigger_ab_*_h100.json). With the
-    chain and 4 blocks: 1.682 -> 1.602 (docs/sweeps/trigger_chain_ab_*_h100.json)."""
+    early_state: the caller promises that no kernel that may still be running when this one
+    starts writes conv_state_q (see ``pdl_wait``; true in a Mamba block, where each layer has
+    its own state and only its in_proj writes it), so the state (and the conv's weights) are
+    read before ``pdl_wait``.
+    early_weight: how many K blocks of w_q (256 wide on a GPU) to read before ``pdl_wait`` too, as
+    one tile (0: none; True counts as 1; rounded down to a power of two and to what K holds).
+    It pays where the kernels before let this one start early (``rmsnorm_quant(...,
+    early_trigger=True)``, and the decode trigger chain of quantization/fused_block.py). With one
+    block and the norm's early trigger only: 2.8b W8A8 decode on an H100 at one sequence 1.699 ->
+    1.682 ms a token (two: 1.867 -> 1.852); the early block alone 1.719, the early trigger alone
+    1.698; at 8 sequences both 2.399 -> 2.461 (A/B in one process, logits bit-identical:
+    docs/sweeps/trigger_ab_*_h100.json). With the chain: 1 block 1.671, 2 1.667, 4 1.602, 8 2.25
+    (64 x 2048 int8 a program: 160 KB of shared memory, one program an SM;
+    docs/sweeps/trigger_chain_ab_*_h100.json)."""
     op = "int8_linear_conv_step"
     check_device(op, x_q, w_q, conv_w_q, conv_w_scale, conv_bias, conv_state_q, conv_x_scale, u_scale)
     if x_q.dim() != 3 or x_q.shape[1] != 1:

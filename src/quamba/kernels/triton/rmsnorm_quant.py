@@ -33,8 +33,8 @@ def _add_rmsnorm_kernel(
     # written before pdl_wait: what lets residual_out be the residual itself (the prefill
     # graphs update their buffer pair in place). A variant that splits D must keep that.
     # The weight (no kernel writes it), and the residual with EARLY_RESIDUAL (the caller's
-    # promise that the kernel just before does not write it), load before pdl_wait, while
-    # the kernel before still runs.
+    # promise that no kernel that may still run writes it), load before pdl_wait, while the
+    # kernel before still runs.
     pid = tl.program_id(0)
     offs_m = pid * ROWS + tl.arange(0, ROWS)
     offs_d = tl.arange(0, BLOCK_D)
@@ -82,15 +82,17 @@ def rmsnorm_quant(
     and residual_out (..., d) fp32 = hidden + residual (written to ``residual_out``
     when given: a contiguous fp32 tensor of hidden's shape; it may be ``residual``
     itself, updated in place, as each row is read before it is written).
-    early_residual: the caller promises that the kernel launched just before this one does
-    not write ``residual`` (under programmatic dependent launch this kernel may start while
-    that one still runs), so the residual is loaded before waiting for it. A layer stack
-    keeps it: the previous layer's out_proj runs just before, its norm wrote the residual.
+    early_residual: the caller promises that no kernel that may still be running when this one
+    starts writes ``residual`` (under programmatic dependent launch: the kernel just before,
+    or, behind trigger-first kernels, every kernel back to the last one that triggered after
+    its wait; see ``pdl_wait``), so the residual is loaded before waiting for it. A layer stack
+    keeps it: the residual's writer, the previous layer's norm, finished before that layer's
+    in_proj passed its wait.
     early_trigger: the caller promises that the kernel launched after this one reads, before
-    its own PDL wait, nothing that the kernel launched before this one writes. The next
-    kernel may then start as soon as this one does (``pdl_wait``'s TRIGGER_FIRST), beside
-    both. A decode step's in_proj keeps it (before its wait it reads its weights and the
-    conv state, which out_proj does not write) and loads them while out_proj still runs."""
+    its own PDL wait, nothing that a kernel still running writes. The next kernel may then
+    start as soon as this one does (``pdl_wait``'s TRIGGER_FIRST). A decode step's in_proj
+    keeps it (before its wait it reads its weights and its own layer's conv state) and loads
+    them while the previous layer's kernels still run."""
     op = "rmsnorm_quant"
     check_device(op, hidden, residual, weight, scale, residual_out)
     _check(op, hidden, residual, weight)

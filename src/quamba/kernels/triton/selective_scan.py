@@ -160,8 +160,8 @@ def _selective_scan_kernel(
     dn_mask = dm[:, None] & nm[None, :]
     # The model's parameters (A, D, dt_bias, the scales) are read before pdl_wait: no kernel
     # writes them, so they load while the kernel before still runs. So is the initial state
-    # with EARLY_STATE (the caller's promise that the kernel launched just before does not
-    # write it: in a decode step that is x_proj; the state's writer ran a layer earlier).
+    # with EARLY_STATE (the caller's promise that no kernel that may still run writes it: in a
+    # decode step, x_proj and in_proj; the state's writer is this scan a token earlier).
     # Padded state columns get A = 0 and B = 0, so they stay exactly zero.
     A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an,
                 mask=dn_mask, other=0.0).to(ACC)
@@ -725,11 +725,13 @@ def selective_scan_int8(
     or written to ``state_out`` when given (fp32/fp16/bf16, rounded once on the store;
     may be ``initial_state``: in place). The state is fp32 inside the kernel.
 
-    early_state: the caller promises that the kernel launched just before this one does not
-    write ``initial_state`` (under programmatic dependent launch this kernel may start while
-    that one still runs): a decode step then loads the state before waiting for it. A
-    model's decode step keeps that promise (x_proj runs just before; the state's last
-    writer is this layer's scan of the token before); back-to-back scans on one state do not.
+    early_state: the caller promises that no kernel that may still be running when this one
+    starts writes ``initial_state`` (under programmatic dependent launch: the kernel just
+    before, or, behind trigger-first kernels, every kernel back to the last one that triggered
+    after its wait; see ``pdl_wait``): a decode step then loads the state before waiting for
+    it. A model's decode step keeps that promise (x_proj and in_proj may still run; the
+    state's last writer is this layer's scan of the token before); back-to-back scans on one
+    state do not.
     early_trigger: the caller promises that the kernel launched after this one reads, before
     its own PDL wait, nothing a kernel still running may write; a decode step (the serial
     kernel) then lets it start as soon as this one does.

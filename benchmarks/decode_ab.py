@@ -17,6 +17,7 @@ import shlex
 import sys
 
 import torch
+import triton
 
 from quamba.eval import bench as B
 from quamba.models.cuda_graph import GraphedDecoder
@@ -51,8 +52,6 @@ for variant in args.variant or [""]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-import triton  # noqa: E402  (after the runs: only its version is recorded)
-
 json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "command": "python " + shlex.join(sys.argv), "shape": args.shape,

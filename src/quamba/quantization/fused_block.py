@@ -23,9 +23,10 @@ the decode kernels are launched with programmatic dependent launch (``pdl_wait``
 in the kernels), so a launch's ramp-up overlaps the tail of the kernel before it.
 The norm, in_proj's conv epilogue and the scan are also told (``early_residual``,
 ``early_state``) that no kernel that may still run when they start writes the residual or
-their conv or SSM state, so they load those before waiting too. Up to 2 sequences the norm lets in_proj start as soon as the norm
-itself does (``early_trigger``), and in_proj loads its first 4 weight blocks before its
-wait (``early_weight``). ``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch).
+their conv or SSM state, so they load those before waiting too. Up to 2 sequences the norm
+lets in_proj start as soon as the norm itself does (``early_trigger``), and in_proj loads its
+first weight blocks before its wait (``early_weight``: 4 under the trigger chain below, else
+1). ``QUAMBA_IN_PROJ_EARLY=0`` turns that off (the A/B switch).
 Likewise, up to 2 sequences (where out_proj runs on the rows kernel, which loads its weight
 rows before its wait) the Hadamard lets out_proj start beside the scan, to load its rows there
 (``QUAMBA_OUT_PROJ_EARLY=0`` turns it off). x_proj, the scan and out_proj do the same (the
@@ -65,14 +66,15 @@ def fused_path_unsupported(qconfig) -> str | None:
 
 # Up to how many sequences a decode step's norm lets in_proj start beside the previous layer's
 # out_proj (with in_proj's early weight blocks loaded before its wait). Measured with one block,
-# before the trigger chain below; 2.8b / 1.4b W8A8 on an H100, A/B twice: batch 1 1.699 -> 1.682 / 0.999 -> 0.995, batch 2 1.867 -> 1.852 / 1.048 ->
-# 1.035; batch 4 mixed (2.195 -> 2.233 / 1.298 -> 1.289), batch 8 slower (2.399 -> 2.461 at 2.8b)
-# (docs/sweeps/trigger_ab_*_h100.json, in_proj_early_ab_*_h100.json).
+# before the trigger chain below; 2.8b / 1.4b W8A8 on an H100, A/B twice: batch 1 1.699 -> 1.682 /
+# 0.999 -> 0.995, batch 2 1.867 -> 1.852 / 1.048 -> 1.035; batch 4 mixed (2.195 -> 2.233 / 1.298
+# -> 1.289), batch 8 slower (2.399 -> 2.461 at 2.8b) (docs/sweeps/trigger_ab_*_h100.json,
+# in_proj_early_ab_*_h100.json).
 IN_PROJ_EARLY_MAX_BATCH = 2
 
 # Up to how many sequences x_proj, the scan and out_proj of a decode step let the next kernel start
 # as soon as they do (the trigger chain, see _forward_kernels), and in_proj loads 4 K blocks (40% of
-# 2.8b's weight) before its wait (int8_linear's QUAMBA_IN_PROJ_EARLY_BLOCKS). W8A8 on an H100, A/B
+# 2.8b's weight) before its wait (QUAMBA_IN_PROJ_EARLY_BLOCKS, _in_proj_early_blocks). W8A8 on an H100, A/B
 # alternated twice, logits bit-identical, ms a token, queued (docs/sweeps/trigger_chain_ab_*_h100.json):
 # 2.8b 1.682 -> 1.602, 790m 0.795 -> 0.745, 1.4b 0.963 -> 0.920, 130m 0.327 -> 0.318; two sequences
 # 2.8b 1.847 -> 1.832, 1.4b 1.038 -> 1.021. Either half alone gains little or loses (2.8b: the chain

@@ -119,51 +119,6 @@ def _chunk_inputs(u, dt, Bc, Cc, z, dt_bias, u_s, dt_s, B_s, C_s, z_s,
 
 
 @triton.jit
-def _load_chunk(u_p, t_p, l_p, b_p, c_p, z_p, t0, L, offs_t, dm, nm_rc, offs_r, R,
-                stride_ul, stride_tl, stride_ll, stride_bl, stride_cl, stride_zl,
-                FUSED_DT: tl.constexpr, HAS_Z: tl.constexpr):
-    """The raw input tiles of the chunk at t0: u, dt (or dt_proj's input rows with FUSED_DT),
-    B, C, z (u without z); past the end they load as zeros."""
-    tm = (t0 + offs_t) < L
-    td_mask = tm[:, None] & dm[None, :]
-    u_n = tl.load(u_p + t0 * stride_ul, mask=td_mask, other=0)
-    if FUSED_DT:
-        l_n = tl.load(l_p + t0 * stride_ll, mask=tm[:, None] & (offs_r < R)[None, :], other=0)
-        t_n = u_n
-    else:
-        t_n = tl.load(t_p + t0 * stride_tl, mask=td_mask, other=0)
-        l_n = t_n
-    tn_mask = tm[:, None, None] & nm_rc[None, :, :]
-    b_n = tl.load(b_p + t0 * stride_bl, mask=tn_mask, other=0)
-    c_n = tl.load(c_p + t0 * stride_cl, mask=tn_mask, other=0)
-    z_n = u_n
-    if HAS_Z:
-        z_n = tl.load(z_p + t0 * stride_zl, mask=td_mask, other=0)
-    return u_n, t_n, l_n, b_n, c_n, z_n
-
-
-@triton.jit
-def _chunk_maps(u_n, t_n, l_n, b_n, c_n, z_n, t0, L, offs_t, A, Dv, dtb, dtw, lw_s, u_s, dt_s, B_s, C_s, z_s,
-                IS_INT8: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
-                DT_SOFTPLUS: tl.constexpr, FUSED_DT: tl.constexpr):
-    """What a chunk needs that does not depend on the state: its steps as affine maps of the
-    state, h -> dA * h + dBu, as (CHUNK, ROWS, BLOCK_D, COLS) tiles, C, the skip D * u, the
-    gate and dt (steps past the end get dt = 0, the identity map, so the chunk's last step is
-    the state after step L - 1)."""
-    if FUSED_DT:
-        t_n = _dt_requant(tl.dot(l_n, dtw, out_dtype=tl.int32), lw_s, dt_s)   # (CHUNK, BLOCK_D)
-    u, dt, Bc, Cc, gate = _chunk_inputs(u_n, t_n, b_n, c_n, z_n, dtb, u_s, dt_s, B_s, C_s, z_s,
-                                        IS_INT8, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS)
-    dt = tl.where(((t0 + offs_t) < L)[:, None], dt, 0.0)
-    dA = tl.exp2(dt[:, None, :, None] * A[None, :, :, :])
-    dBu = (dt * u)[:, None, :, None] * Bc[:, :, None, :]
-    skip = u
-    if HAS_D:
-        skip = u * Dv[None, :]
-    return dA, dBu, Cc, skip, gate, dt
-
-
-@triton.jit
 def _selective_scan_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, h0_ptr, y_ptr, hT_ptr,
     lq_ptr, dtw_ptr,
@@ -330,7 +285,7 @@ def _selective_scan_chunked_kernel(
     FUSED_DT: tl.constexpr, DTW_PER_CHANNEL: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, STATE_ROWS: tl.constexpr,
     SCAN_IN_ORDER: tl.constexpr, USE_PDL: tl.constexpr, SEGMENTED: tl.constexpr = False,
-    DTSUM_EVERY: tl.constexpr = 64, PREP_AHEAD: tl.constexpr = True,
+    DTSUM_EVERY: tl.constexpr = 64,
 ):
     """The chunked scan: a chunk of CHUNK timesteps at a time, by an associative scan.
 
@@ -375,7 +330,6 @@ def _selective_scan_chunked_kernel(
             h = tl.where(pid_b == 0, h, 0.0)
     else:
         h = tl.zeros((1, STATE_ROWS, BLOCK_D, COLS), dtype=tl.float32)
-    Dv = tl.zeros((BLOCK_D,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
     dt_total = tl.zeros((BLOCK_D,), dtype=tl.float32)
@@ -397,8 +351,6 @@ def _selective_scan_chunked_kernel(
         dtw = tl.load(dtw_ptr + offs_r[:, None] * stride_wr + offs_d[None, :] * stride_wd,
                       mask=(offs_r < R)[:, None] & dm[None, :], other=0)
         l_p = lq_ptr + pid_b * stride_lb + offs_t[:, None] * stride_ll + offs_r[None, :] * stride_lr
-    else:
-        lw_s, dtw, offs_r, l_p = u_s, u_s, offs_t, u_ptr   # unused
 
     # (CHUNK, BLOCK_D) tiles of u, dt, z, y and (CHUNK, ROWS, COLS) tiles of B,
     # C; the next chunk's loads are issued before this chunk's arithmetic.
@@ -411,41 +363,47 @@ def _selective_scan_chunked_kernel(
     b_p = B_ptr + pid_b * stride_bb + t3 * stride_bl + n_rc[None, :, :] * stride_bn
     c_p = C_ptr + pid_b * stride_cb + t3 * stride_cl + n_rc[None, :, :] * stride_cn
 
-    u_n, t_n, l_n, b_n, c_n, z_n = _load_chunk(u_p, t_p, l_p, b_p, c_p, z_p, 0, L, offs_t,
-                                               dm, nm_rc, offs_r, R,
-                                               stride_ul, stride_tl, stride_ll, stride_bl, stride_cl, stride_zl,
-                                               FUSED_DT, HAS_Z)
-    if PREP_AHEAD:
-        # The first chunk's maps before the loop; each iteration then builds the next chunk's
-        # (exponentials, softplus, their layout changes: nothing that needs the state) beside
-        # this chunk's scan, two independent chains for the scheduler to interleave.
-        dA, dBu, Cc, skip, gate, dt = _chunk_maps(u_n, t_n, l_n, b_n, c_n, z_n, 0, L, offs_t, A, Dv, dtb, dtw,
-                                                  lw_s, u_s, dt_s, B_s, C_s, z_s, IS_INT8, HAS_D, HAS_Z,
-                                                  HAS_DT_BIAS, DT_SOFTPLUS, FUSED_DT)
-        u_n, t_n, l_n, b_n, c_n, z_n = _load_chunk(u_p, t_p, l_p, b_p, c_p, z_p, CHUNK, L,
-                                                   offs_t, dm, nm_rc, offs_r, R,
-                                                   stride_ul, stride_tl, stride_ll, stride_bl, stride_cl,
-                                                   stride_zl, FUSED_DT, HAS_Z)
+    td_mask = (offs_t < L)[:, None] & dm[None, :]
+    tn_mask = (offs_t < L)[:, None, None] & nm_rc[None, :, :]
+    u_n = tl.load(u_p, mask=td_mask, other=0)
+    if FUSED_DT:
+        l_n = tl.load(l_p, mask=(offs_t < L)[:, None] & (offs_r < R)[None, :], other=0)
+    else:
+        t_n = tl.load(t_p, mask=td_mask, other=0)
+    b_n = tl.load(b_p, mask=tn_mask, other=0)
+    c_n = tl.load(c_p, mask=tn_mask, other=0)
+    z_n = u_n
+    if HAS_Z:
+        z_n = tl.load(z_p, mask=td_mask, other=0)
     for t0 in range(0, L, CHUNK):
-        if PREP_AHEAD:
-            t_next = t0 + CHUNK
+        if FUSED_DT:
+            t_n = _dt_requant(tl.dot(l_n, dtw, out_dtype=tl.int32), lw_s, dt_s)   # (CHUNK, BLOCK_D)
+        u, dt, Bc, Cc, gate = _chunk_inputs(u_n, t_n, b_n, c_n, z_n, dtb, u_s, dt_s, B_s, C_s, z_s,
+                                            IS_INT8, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS)
+        t1 = t0 + CHUNK
+        nd_mask = ((t1 + offs_t) < L)[:, None] & dm[None, :]
+        nn_mask = ((t1 + offs_t) < L)[:, None, None] & nm_rc[None, :, :]
+        u_n = tl.load(u_p + t1 * stride_ul, mask=nd_mask, other=0)
+        if FUSED_DT:
+            l_n = tl.load(l_p + t1 * stride_ll, mask=((t1 + offs_t) < L)[:, None] & (offs_r < R)[None, :],
+                          other=0)
         else:
-            t_next = t0
-        n_dA, n_dBu, n_Cc, n_skip, n_gate, n_dt = _chunk_maps(
-            u_n, t_n, l_n, b_n, c_n, z_n, t_next, L, offs_t, A, Dv, dtb, dtw, lw_s, u_s, dt_s, B_s, C_s, z_s,
-            IS_INT8, HAS_D, HAS_Z, HAS_DT_BIAS, DT_SOFTPLUS, FUSED_DT)
-        # The next loads are issued before this chunk's arithmetic.
-        u_n, t_n, l_n, b_n, c_n, z_n = _load_chunk(u_p, t_p, l_p, b_p, c_p, z_p,
-                                                   t_next + CHUNK, L, offs_t, dm, nm_rc,
-                                                   offs_r, R, stride_ul, stride_tl,
-                                                   stride_ll, stride_bl, stride_cl, stride_zl, FUSED_DT, HAS_Z)
-        if not PREP_AHEAD:
-            dA, dBu, Cc, skip, gate, dt = n_dA, n_dBu, n_Cc, n_skip, n_gate, n_dt
+            t_n = tl.load(t_p + t1 * stride_tl, mask=nd_mask, other=0)
+        b_n = tl.load(b_p + t1 * stride_bl, mask=nn_mask, other=0)
+        c_n = tl.load(c_p + t1 * stride_cl, mask=nn_mask, other=0)
+        if HAS_Z:
+            z_n = tl.load(z_p + t1 * stride_zl, mask=nd_mask, other=0)
+
+        # Steps past the end get dt = 0 (u and B load as 0): the identity map,
+        # so the chunk's last step is the state after step L - 1.
+        dt = tl.where(((t0 + offs_t) < L)[:, None], dt, 0.0)
         if SEGMENTED:
             if t0 % DTSUM_EVERY == 0:
                 tl.store(dtsum_ptr + (pid_b * (DTSUM_BLOCKS + 1) + t0 // DTSUM_EVERY) * DIM + offs_d, dt_total,
                          mask=dm)
             dt_total += tl.sum(dt, axis=0)
+        dA = tl.exp2(dt[:, None, :, None] * A[None, :, :, :])        # (CHUNK, ROWS, BLOCK_D, COLS)
+        dBu = (dt * u)[:, None, :, None] * Bc[:, :, None, :]
         # The carried state enters as the first step's offset (h -> dA_0 * h + dBu_0 applied to
         # it), so composing the steps in order yields the states themselves: h_t is the running
         # offset, the running product of dA goes unused and the compiler drops it. The masked
@@ -459,13 +417,11 @@ def _selective_scan_chunked_kernel(
         # The last step's state, by an exact masked sum (adds zeros only).
         h = tl.sum(tl.where((offs_t == CHUNK - 1)[:, None, None, None], hs, 0.0), axis=0, keep_dims=True)
         if HAS_D:
-            y = y + skip
+            y = y + u * Dv[None, :]
         if HAS_Z:
             y = y * gate
         tl.store(y_p + t0 * stride_yl, y.to(y_ptr.dtype.element_ty),
                  mask=((t0 + offs_t) < L)[:, None] & dm[None, :])
-        if PREP_AHEAD:
-            dA, dBu, Cc, skip, gate, dt = n_dA, n_dBu, n_Cc, n_skip, n_gate, n_dt
 
     tl.debug_barrier()   # hT may alias h0 (in-place state update): all reads of h0 first
     tl.store(hT_ptr + pid_b * stride_fb + d3 * stride_fd + n3 * stride_fn,
@@ -492,7 +448,6 @@ _PREFILL_IMPL = "chunked"
 # be at least 32 * num_warps (otherwise warps land on the time axis).
 # benchmarks/scan_sweep.py times the alternatives on the GPU.
 _CHUNKED_CONFIG = (16, 8, 4, 2)
-_PREP_AHEAD = True
 # Where there are programs enough, wider tiles: 32 channels a program and 4 state rows a
 # thread (32 state entries; half the threads, one shuffle round fewer in y's sum). Below
 # about two programs an SM the threads are too few and it is slower. H100, int8, graph-timed
@@ -704,7 +659,7 @@ def _launch(op, u, dt, A, B, C, D, z, dt_bias, initial_state, scales, delta_soft
     if time_parallel:
         kernel = _selective_scan_chunked_kernel
         layout = dict(STATE_ROWS=state_rows, SCAN_IN_ORDER=interpret_mode() and _INTERPRETER_SCAN == "in_order",
-                      SEGMENTED=segments > 1, DTSUM_EVERY=_DTSUM_EVERY, PREP_AHEAD=_PREP_AHEAD)
+                      SEGMENTED=segments > 1, DTSUM_EVERY=_DTSUM_EVERY)
         segment_args = segment_args or (dummy,)
     else:
         kernel, layout = _selective_scan_kernel, dict(EARLY_STATE=early_state and initial_state is not None,

@@ -151,9 +151,6 @@ class FusedQBlock(Block):
         # which neither this layer's in_proj (it may still run) nor any kernel after it writes (pdl_wait).
         chain = (decode and hidden.shape[0] <= TRIGGER_CHAIN_MAX_BATCH and not exact
                  and _switch_on("QUAMBA_DECODE_TRIGGER_CHAIN"))
-        opens = os.environ.get("QUAMBA_CHAIN_OPENS", "x_proj")   # experiment: where the window opens
-        chain_x = chain and opens == "x_proj"
-        chain_scan = chain and opens in ("x_proj", "scan")
         # in_proj's weight blocks read before its wait: more under the chain, which starts it sooner.
         in_proj_blocks = (_in_proj_early_blocks() if chain else 1) if early_in_proj else 0
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
@@ -182,7 +179,7 @@ class FusedQBlock(Block):
         # x_proj in one launch: dt_low, B and C columns, each with its own output scale.
         dbl_scale = self._scale_vector("dbl", ((mixer.dt_proj.input_scale, r), (ssm.B_scale, n), (ssm.C_scale, n)))
         dblq = tk.int8_linear_quant(uq, mixer.x_proj.weight, us, mixer.x_proj.weight_scale, None, dbl_scale,
-                                    static_weight=True, early_trigger=chain_x)
+                                    static_weight=True, early_trigger=chain)
         lq, Bq, Cq = dblq[..., :r], dblq[..., r:r + n], dblq[..., r + n:]
         # dt_proj's inputs go to the scan, which computes it inside (decode, up to 4 tokens) or
         # launches int8_linear_quant first: the int8 dt is the same either way.
@@ -193,7 +190,7 @@ class FusedQBlock(Block):
             state_out=None if cache is None else cache.ssm_state,
             dt_low_q=lq, dt_low_scale=mixer.dt_proj.input_scale,
             dt_w_q=mixer.dt_proj.weight, dt_w_scale=mixer.dt_proj.weight_scale, early_state=True, exact=exact,
-            early_trigger=chain_scan)
+            early_trigger=chain)
         del xzq, xq, zq, uq, dblq, lq, Bq, Cq
         if mixer.hadamard_ssm_output:
             # A decode step's out_proj reads only its weight before its wait: it may start

@@ -141,8 +141,7 @@ class FusedQBlock(Block):
         exact = exact_numerics()
         # A decode step of up to 2 sequences: in_proj starts beside the previous layer's out_proj and
         # loads its first weight blocks there (see int8_linear_conv_step's early_weight).
-        early_in_proj = (decode and hidden.shape[0] <= int(os.environ.get("QUAMBA_X_EARLY_MAX", IN_PROJ_EARLY_MAX_BATCH))
-                         and _switch_on("QUAMBA_IN_PROJ_EARLY"))
+        early_in_proj = decode and hidden.shape[0] <= IN_PROJ_EARLY_MAX_BATCH and _switch_on("QUAMBA_IN_PROJ_EARLY")
         early_out_proj = (decode and hidden.shape[0] <= HADAMARD_EARLY_MAX_BATCH
                           and _switch_on("QUAMBA_OUT_PROJ_EARLY"))
         # The trigger chain: x_proj, the scan, the Hadamard, out_proj and the next layer's norm each let
@@ -150,11 +149,10 @@ class FusedQBlock(Block):
         # x_proj does and loads its early weight blocks while this layer's small kernels run. Each of
         # them reads before its wait only weights, constants, the residual and its own layer's state,
         # which neither this layer's in_proj (it may still run) nor any kernel after it writes (pdl_wait).
-        chain = (decode and hidden.shape[0] <= int(os.environ.get("QUAMBA_X_CHAIN_MAX", TRIGGER_CHAIN_MAX_BATCH))
-                 and not exact
+        chain = (decode and hidden.shape[0] <= TRIGGER_CHAIN_MAX_BATCH and not exact
                  and _switch_on("QUAMBA_DECODE_TRIGGER_CHAIN"))
         # in_proj's weight blocks read before its wait: more under the chain, which starts it sooner.
-        in_proj_blocks = (_in_proj_early_blocks() if chain else int(os.environ.get("QUAMBA_X_NOCHAIN_BLOCKS", 1))) if early_in_proj else 0
+        in_proj_blocks = (_in_proj_early_blocks() if chain else 1) if early_in_proj else 0
         hq, residual = tk.rmsnorm_quant(hidden, residual, self.norm.weight, self.norm.eps, mixer.in_proj.input_scale,
                                         residual_out=None if out is None else out[1], early_residual=True,
                                         early_trigger=early_in_proj and not exact, exact=exact)

@@ -679,7 +679,7 @@ def _gemv_config(M: int, N: int, K: int, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- wrappers
 
 def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None, static_weight=False,
-            conv=None, early_trigger=False, early_weight=0):
+            conv=None, early_trigger=False):
     """conv: the GEMV's conv epilogue (``_ConvStep``), only where ``_conv_fusable`` said so.
     early_trigger: a decode launch lets the next kernel start before its own wait
     (``pdl_wait``'s TRIGGER_FIRST; see ``int8_linear``)."""
@@ -796,7 +796,7 @@ def _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, out_dtype, op, out=None
             x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1), out.stride(0), out.stride(1),
             **flags, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             SPLIT_K=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **conv_flags,
-            EARLY_BLOCKS=_early_blocks(conv.early_weight if conv is not None else early_weight, cfg),
+            EARLY_BLOCKS=_early_blocks(conv.early_weight, cfg) if conv is not None else 0,
             TRIGGER_FIRST=early_trigger, **pdl_launch_options(x_q.device))
     else:
         strides = (x2.stride(0), x2.stride(1), w_q.stride(0), w_q.stride(1),
@@ -856,14 +856,13 @@ def int8_linear_quant(
     out_scale: torch.Tensor,
     static_weight: bool = False,
     early_trigger: bool = False,
-    early_weight: int = 0,
 ) -> torch.Tensor:
     """As ``int8_linear``, then requantized in the epilogue:
     quantize_ref(out_fp32, out_scale) -> (..., N) int8. out_scale: per-tensor, or
     (N,) per output column (one launch for several projections that share an
     input but have different output scales, e.g. in_proj's x and z halves)."""
     return _launch(x_q, w_q, x_scale, w_scale, bias, out_scale, torch.float32, "int8_linear_quant",
-                   static_weight=static_weight, early_trigger=early_trigger, early_weight=early_weight)
+                   static_weight=static_weight, early_trigger=early_trigger)
 
 
 class _ConvStep(NamedTuple):
@@ -958,8 +957,7 @@ def int8_linear_conv_step(
              and _conv_fusable(batch, N, w_q.shape[1]))
     if not fused:
         from .causal_conv1d_int8 import causal_conv1d_int8
-        out = int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=True,
-                                early_weight=early_weight)
+        out = int8_linear_quant(x_q, w_q, x_scale, w_scale, None, out_scale, static_weight=True)
         u, _ = causal_conv1d_int8(out[..., :dim], conv_x_scale, conv_w_q, conv_w_scale, conv_bias, conv_state_q,
                                   u_scale, state_out=conv_state_q)
         return u, out[..., dim:]

@@ -9,6 +9,7 @@ are selective_scan's _CHUNKED_CONFIG and _CHUNKED_CONFIG_WIDE. Writes JSON.
 import argparse
 import importlib
 import json
+import sys
 
 
 from _scan_inputs import float_scan_inputs, int8_scan_inputs
@@ -25,8 +26,14 @@ SHAPES = [(1, 2048), (1, 4096), (2, 1024), (2, 2048), (3, 1024), (4, 512), (4, 2
 parser = argparse.ArgumentParser()
 parser.add_argument("--dims", default="5120,2048", help="d_inner of the shapes (2.8b: 5120, 370m: 2048)")
 parser.add_argument("--dtypes", default="int8,fp16", help="int8: the W8A8 scan; fp16: the float one (fp16 model)")
+parser.add_argument("--configs", help="semicolon-separated BLOCK_D,CHUNK,num_warps,STATE_ROWS (default: the list above)")
+parser.add_argument("--shapes", help="comma-separated BATCHxSEQLEN (default: the list above)")
 parser.add_argument("--json", required=True)
 args = parser.parse_args()
+if args.configs:
+    CONFIGS = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")]
+if args.shapes:
+    SHAPES = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
 n = 16
 
 
@@ -53,5 +60,6 @@ try:
                     scan_mod._CHUNKED_CONFIG = default
 finally:
     scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE = default, wide
-json.dump({"environment": B.environment(), "dstate": n, "configs": CONFIGS, "rows": rows}, open(args.json, "w"),
+json.dump({"command": "python " + " ".join(sys.argv), "environment": B.environment(), "dstate": n, "configs": CONFIGS,
+           "rows": rows}, open(args.json, "w"),
           indent=1)

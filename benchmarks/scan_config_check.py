@@ -38,9 +38,10 @@ n = 16
 
 
 rows = []
-default, wide = scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE
+default, wide, few = scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE, scan_mod._CHUNKED_CONFIG_FEW
 try:
-    scan_mod._CHUNKED_CONFIG_WIDE = None     # each config below is forced through _CHUNKED_CONFIG
+    # each config below is forced through _CHUNKED_CONFIG
+    scan_mod._CHUNKED_CONFIG_WIDE = scan_mod._CHUNKED_CONFIG_FEW = None
     for dtype in args.dtypes.split(","):
         scan = selective_scan_int8 if dtype == "int8" else selective_scan
         for d in map(int, args.dims.split(",")):
@@ -59,7 +60,7 @@ try:
                     print(rows[-1], flush=True)
                     scan_mod._CHUNKED_CONFIG = default
 finally:
-    scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE = default, wide
+    scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE, scan_mod._CHUNKED_CONFIG_FEW = default, wide, few
 json.dump({"command": "python " + " ".join(sys.argv), "environment": B.environment(), "dstate": n, "configs": CONFIGS,
            "rows": rows}, open(args.json, "w"),
           indent=1)

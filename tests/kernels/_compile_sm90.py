@@ -123,10 +123,11 @@ _SCAN = dict(IS_INT8=True, HAS_D=True, HAS_Z=True, HAS_DT_BIAS=True, HAS_H0=True
              DTW_PER_CHANNEL=False, BLOCK_N=16)
 
 
-def prefill_scan(fused_dt, wide=False, segmented=False):
+def prefill_scan(fused_dt, wide=False, segmented=False, few=False):
     """wide: the configuration for many programs (selective_scan's _CHUNKED_CONFIG_WIDE);
+    few: the one for few programs (_CHUNKED_CONFIG_FEW);
     segmented: the rows are segments of one sequence (selective_scan_segments)."""
-    block_d, chunk, num_warps, rows = (32, 8, 4, 4) if wide else (16, 8, 4, 2)
+    block_d, chunk, num_warps, rows = (32, 8, 4, 4) if wide else (8, 16, 2, 2) if few else (16, 8, 4, 2)
     _compile(_jit("selective_scan", "_selective_scan_chunked_kernel"),
              dict(_SCAN, FUSED_DT=fused_dt, BLOCK_R=256 if fused_dt else 1, BLOCK_D=block_d, CHUNK=chunk,
                   STATE_ROWS=rows, SCAN_IN_ORDER=False, USE_PDL=True, SEGMENTED=segmented),
@@ -221,6 +222,8 @@ CASES = [
     ("prefill_scan[fused_dt]", prefill_scan, dict(fused_dt=True)),
     ("prefill_scan[wide]", prefill_scan, dict(fused_dt=False, wide=True)),
     ("prefill_scan[wide,segmented]", prefill_scan, dict(fused_dt=False, wide=True, segmented=True)),
+    ("prefill_scan[few]", prefill_scan, dict(fused_dt=False, few=True)),
+    ("prefill_scan[few,segmented]", prefill_scan, dict(fused_dt=False, few=True, segmented=True)),
     ("scan_segments[int8]", scan_segments, dict(int8=True)),
     ("scan_segments[fp16]", scan_segments, dict(int8=False)),
     ("decode_scan", decode_scan, dict(dtw_early=True)),

@@ -177,12 +177,13 @@ def test_selective_scan_int8_chunk_boundaries(l, device):
     assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
 
 
-@pytest.mark.parametrize("config", [(16, 8, 4, 1), (16, 4, 2, 4), (8, 16, 4, 2), (32, 8, 4, 4)])
+@pytest.mark.parametrize("config", [(16, 8, 4, 1), (16, 4, 2, 4), (8, 16, 4, 2), (8, 16, 2, 2), (32, 8, 4, 4)])
 def test_selective_scan_chunked_layouts(config, device, monkeypatch):
     """Other (BLOCK_D, CHUNK, num_warps, STATE_ROWS) of the chunked kernel give the same scan
-    ((32, 8, 4, 4) is _CHUNKED_CONFIG_WIDE, for many programs)."""
+    ((32, 8, 4, 4) is _CHUNKED_CONFIG_WIDE, for many programs; (8, 16, 2, 2) _CHUNKED_CONFIG_FEW)."""
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG", config)
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_WIDE", None)
+    monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_FEW", None)
     b, l, d, n = (1, 19, 40, 16) if device.type == "cpu" else (2, 300, 1280, 16)   # d 40: blocks of 8/16/32
     args = _int8_case(b, l, d, n, device)
     y, h = selective_scan_int8(**args)
@@ -205,6 +206,37 @@ def test_selective_scan_wide_tiles_from_about_two_programs_an_sm(monkeypatch):
     assert pick(64, 5120, n=8) == narrow            # 8 state entries: too few columns for the wide tiles' lanes
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_WIDE", None)
     assert pick(64, 5120) == narrow
+
+
+def test_selective_scan_small_tiles_for_few_programs(monkeypatch):
+    """int8 scans whose 8-channel programs stay within four an SM take the small tiles (1.4b's
+    4096 channels at one sequence, short prompts of the narrower models); 2.8b's 5120, float
+    inputs, and shapes that take the wide tiles do not."""
+    monkeypatch.setattr(scan_mod, "interpret_mode", lambda: False)
+    monkeypatch.setattr(scan_mod, "_num_sms", lambda device: 132)
+    few, narrow, wide = scan_mod._CHUNKED_CONFIG_FEW, scan_mod._CHUNKED_CONFIG, scan_mod._CHUNKED_CONFIG_WIDE
+    pick = lambda batch, dim, n=16, int8=True: scan_mod._chunked_config(batch, dim, n, torch.device("cuda"),  # noqa: E731
+                                                                       int8)
+    assert pick(1, 4096) == few and pick(1, 1536) == few and pick(2, 2048) == few     # 512, 192, 512 programs
+    assert pick(1, 5120) == narrow and pick(3, 2048) == narrow                         # 640, 768
+    assert pick(1, 4096, int8=False) == narrow
+    assert pick(1, 4096, n=2) == narrow     # 2 state entries: one column a row, too few lanes for two warps
+    assert pick(8, 4096) == wide
+    monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_FEW", None)
+    assert pick(1, 4096) == narrow
+
+
+@pytest.mark.skipif(not GPU, reason="the interpreter never picks the small tiles (the layout test runs them there)")
+def test_selective_scan_small_tiles_match_reference(monkeypatch):
+    """A prefill with few programs takes the small tiles (spied) and matches the reference."""
+    picked = []
+    real = scan_mod._chunked_config
+    monkeypatch.setattr(scan_mod, "_chunked_config", lambda *a: picked.append(real(*a)) or picked[-1])
+    args = _int8_case(1, 300, 1280, 16, torch.device("cuda"))
+    y, h = selective_scan_int8(**args)
+    ref_y, ref_h = selective_scan_int8_ref(**args)
+    assert picked == [scan_mod._CHUNKED_CONFIG_FEW]
+    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
 
 
 def test_selective_scan_segments_rule(monkeypatch):
@@ -272,9 +304,10 @@ def test_selective_scan_segments_match_reference(segments, with_z, with_state, d
     """One sequence cut into segments scanned in parallel, their states combined and their
     outputs corrected (selective_scan_segments) gives the reference's scan: int8 and float
     paths, a ragged last segment, with and without gate and initial state, the correction in
-    blocks of 8 steps (several a segment)."""
+    blocks of 8 steps on the CPU, 16 on the GPU (several a segment; a multiple of the chunk of
+    the tiles the GPU takes there, _CHUNKED_CONFIG_FEW's 16)."""
     monkeypatch.setattr(scan_mod, "_PREFILL_SEGMENTS", segments)
-    monkeypatch.setattr(scan_mod, "_DTSUM_EVERY", 8)
+    monkeypatch.setattr(scan_mod, "_DTSUM_EVERY", 8 if device.type == "cpu" else 16)
     b, l, d, n = (1, 29, 12, 16) if device.type == "cpu" else (1, 1000, 1280, 16)
     args = _int8_case(b, l, d, n, device, with_z=with_z, with_state=with_state)
     y, h = selective_scan_int8(**args)

@@ -460,6 +460,22 @@ _CHUNKED_CONFIG = (16, 8, 4, 2)
 # shapes still run it through the layout test). _CHUNKED_CONFIG_WIDE = None turns it off.
 _CHUNKED_CONFIG_WIDE: tuple[int, int, int, int] | None = (32, 8, 4, 4)
 _WIDE_MIN_PROGRAMS_PER_SM = 1.75
+# Where there are few programs, smaller ones: 8 channels and 16-step chunks a program of two
+# warps (int8 inputs), while batch * cdiv(dim, 8) programs (segments count as sequences) stay
+# within _FEW_MAX_PROGRAMS_PER_SM an SM: 1.4b's d_inner 4096 at one sequence (512 programs),
+# and the narrower models' prompts too short to cut into segments. Not 2.8b's 5120 (640
+# programs: 245 against 192 µs) nor float inputs (4096: 201 against 177 µs); smaller programs
+# still (one warp, 4 channels) were slower everywhere (docs/sweeps/scan_config_small_ctas_h100.json).
+# H100, int8, graph-timed through the real dispatch, µs default -> these tiles
+# (benchmarks/scan_few_programs_ab.py, docs/sweeps/scan_few_programs_ab_h100.json): d_inner 4096
+# at 1024 / 2048 / 4096 steps 83.9 -> 78.6, 167.2 -> 152.5, 329.5 -> 300.2; 512 steps at 3072 /
+# 2048 / 1536: 41.2 -> 34.0, 35.7 -> 27.8, 34.9 -> 26.5. Whole W8A8 prefills, A/B twice
+# (benchmarks/prefill_ab.py, docs/sweeps/scan_few_programs_prefill_ab_*_h100.json), ms: 1.4b
+# 9.41 / 16.84 / 32.29 -> 9.39 / 16.63 / 31.23 at 1024 / 2048 / 4096 tokens; 512 tokens: 130m
+# 1.95 -> 1.72, 370m 4.07 -> 3.69, 790m 5.29 -> 4.94; 1024: 130m 2.93 -> 2.74, 370m 6.06 ->
+# 5.69, 790m the same (8.66, its rows cut in two segments: 768 programs). None turns it off.
+_CHUNKED_CONFIG_FEW: tuple[int, int, int, int] | None = (8, 16, 2, 2)
+_FEW_MAX_PROGRAMS_PER_SM = 4.0
 # A prefill of one sequence cut into segments scanned in parallel, then corrected
 # (selective_scan_segments.py): None = by _segment_count's rule, an int forces the count
 # (1: never; tests and sweeps). It pays where the whole sequence leaves the GPU short of
@@ -480,8 +496,9 @@ _MIN_SEGMENT_LEN = 512
 # than a cut of 1024 steps saves (docs/sweeps/prefill_segments_ab_h100.json: 130m 2.63-2.68
 # -> 2.77-2.80 ms, 370m 5.80-6.14 -> 6.22-6.42); W8A8 models gain there (130m 3.37 -> 3.16).
 _MIN_FLOAT_CUT_LEN = 2048
-# The segments' sums of dt are kept every _DTSUM_EVERY steps (a multiple of the chunk): the
-# correction runs that many steps a program, all blocks in parallel.
+# The segments' sums of dt are kept every _DTSUM_EVERY steps (a multiple of every chunked config's
+# chunk: 8, and 16 for _CHUNKED_CONFIG_FEW): the correction runs that many steps a program, all
+# blocks in parallel.
 _DTSUM_EVERY = 64
 # Given dt_proj's input (dt_low_q, ...), dt is computed inside the scan kernel
 # ("fused") or by int8_linear_quant first ("launch"); the int8 dt is the same.
@@ -546,6 +563,10 @@ def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device,
     if wide is not None and is_int8 and not interpret_mode() and block_n // wide[3] * wide[0] >= 32 * wide[2]:
         if batch * triton.cdiv(dim, wide[0]) >= _WIDE_MIN_PROGRAMS_PER_SM * _num_sms(device):
             return wide
+    few = _CHUNKED_CONFIG_FEW
+    if few is not None and is_int8 and not interpret_mode() and block_n // few[3] * few[0] >= 32 * few[2]:
+        if batch * triton.cdiv(dim, few[0]) <= _FEW_MAX_PROGRAMS_PER_SM * _num_sms(device):
+            return few
     block_d, chunk, num_warps, state_rows = _CHUNKED_CONFIG
     return block_d, chunk, num_warps, min(state_rows, block_n)   # both powers of two: rows divide the state
 

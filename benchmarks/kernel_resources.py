@@ -42,7 +42,7 @@ def markdown(results: list[dict]) -> str:
     for res in results:
         for r in res["kernels"]:
             operands = " ".join("x".join(map(str, shape)) for shape in r["operands"])
-            grid = "x".join(map(str, r["grid"])) if r["grid"] else "autotuned"
+            grid = "x".join(map(str, r["grid"])) if r["grid"] else "callable"
             lines.append(f"| {res['method']}, {res['phase']} | `{r['kernel']}` | {operands} | {grid} | {r['registers']} "
                          f"| {r['spills']} | {r['shared_bytes'] / 1024:g} | {r['num_warps']} | {r['num_stages']} |")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """The chunked prefill scan's tile configurations against the number of sequences: graph-timed
 on distinct int8 inputs (laid out as the W8A8 block passes them), each output checked against
-the default configuration's. Configs are (BLOCK_D, CHUNK, num_warps, STATE_ROWS); the first two
-are selective_scan's _CHUNKED_CONFIG and _CHUNKED_CONFIG_WIDE. Writes JSON.
+the default configuration's. Configs are (BLOCK_D, CHUNK, num_warps, STATE_ROWS), each forced (the
+wide and small-tile rules off); without --configs the first two are selective_scan's _CHUNKED_CONFIG
+and _CHUNKED_CONFIG_WIDE. The programs column counts sequences, not segments (a long sequence of a
+narrow model may be cut into segments: more programs). Writes JSON.
 
     python benchmarks/scan_config_check.py --json docs/sweeps/scan_config_h100.json
 """

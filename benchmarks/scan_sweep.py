@@ -110,6 +110,7 @@ def set_mode(impl: str, config=None, dt_proj: str = "fused") -> None:
     scan_mod._FUSED_DT_MAX_DECODE_ROWS = 1 << 30 if dt_proj == "fused" else 0
     if config is not None:
         scan_mod._CHUNKED_CONFIG = tuple(config)
+        scan_mod._CHUNKED_CONFIG_WIDE = scan_mod._CHUNKED_CONFIG_FEW = None   # the config as forced
 
 
 def main():

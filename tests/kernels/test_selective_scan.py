@@ -219,9 +219,13 @@ def test_selective_scan_small_tiles_for_few_programs(monkeypatch):
                                                                        int8)
     assert pick(1, 4096) == few and pick(1, 1536) == few and pick(2, 2048) == few     # 512, 192, 512 programs
     assert pick(1, 5120) == narrow and pick(3, 2048) == narrow                         # 640, 768
+    assert pick(1, 4224) == few and pick(1, 4232) == narrow                           # 528 (4 an SM), 529
     assert pick(1, 4096, int8=False) == narrow
-    assert pick(1, 4096, n=2) == narrow     # 2 state entries: one column a row, too few lanes for two warps
+    assert pick(1, 4096, n=8) == narrow and pick(1, 4096, n=32) == narrow   # measured with 16 state entries only
     assert pick(8, 4096) == wide
+    monkeypatch.setattr(scan_mod, "interpret_mode", lambda: True)
+    assert pick(1, 4096) == narrow
+    monkeypatch.setattr(scan_mod, "interpret_mode", lambda: False)
     monkeypatch.setattr(scan_mod, "_CHUNKED_CONFIG_FEW", None)
     assert pick(1, 4096) == narrow
 
@@ -298,14 +302,15 @@ def test_selective_scan_interpreter_in_order_equals_associative(monkeypatch):
     assert torch.equal(y, y2) and torch.equal(h, h2)
 
 
-@pytest.mark.parametrize("segments", [2, 3])
+@pytest.mark.parametrize("segments", [2, 3, 4])
 @pytest.mark.parametrize("with_z,with_state", [(True, True), (False, False)])
 def test_selective_scan_segments_match_reference(segments, with_z, with_state, device, monkeypatch):
     """One sequence cut into segments scanned in parallel, their states combined and their
     outputs corrected (selective_scan_segments) gives the reference's scan: int8 and float
     paths, a ragged last segment, with and without gate and initial state, the correction in
     blocks of 8 steps on the CPU, 16 on the GPU (several a segment; a multiple of the chunk of
-    the tiles the GPU takes there, _CHUNKED_CONFIG_FEW's 16)."""
+    the tiles the GPU takes there). On the GPU, 2 and 3 segments of 1280 channels take the small
+    tiles (_CHUNKED_CONFIG_FEW: 320 and 480 programs), 4 the default ones (640)."""
     monkeypatch.setattr(scan_mod, "_PREFILL_SEGMENTS", segments)
     monkeypatch.setattr(scan_mod, "_DTSUM_EVERY", 8 if device.type == "cpu" else 16)
     b, l, d, n = (1, 29, 12, 16) if device.type == "cpu" else (1, 1000, 1280, 16)

@@ -461,12 +461,14 @@ _CHUNKED_CONFIG = (16, 8, 4, 2)
 _CHUNKED_CONFIG_WIDE: tuple[int, int, int, int] | None = (32, 8, 4, 4)
 _WIDE_MIN_PROGRAMS_PER_SM = 1.75
 # Where there are few programs, smaller ones: 8 channels and 16-step chunks a program of two
-# warps (int8 inputs), while batch * cdiv(dim, 8) programs (segments count as sequences) stay
-# within _FEW_MAX_PROGRAMS_PER_SM an SM: 1.4b's d_inner 4096 at one sequence (512 programs),
-# and the narrower models' prompts too short to cut into segments. Not 2.8b's 5120 (640
-# programs: 245 against 192 µs) nor float inputs (4096: 201 against 177 µs); smaller programs
-# still (one warp, 4 channels) were slower everywhere (docs/sweeps/scan_config_small_ctas_h100.json).
-# H100, int8, graph-timed through the real dispatch, µs default -> these tiles
+# warps (int8 inputs, 16 state entries: the only size measured), while batch * cdiv(dim, 8)
+# programs (segments count as sequences) stay within _FEW_MAX_PROGRAMS_PER_SM an SM: 1.4b's
+# d_inner 4096 at one sequence (512 programs), 130m and 370m below 2048 tokens (up to two
+# segments: 384 and 512 programs), 790m below 1024 (one segment). Not 2.8b's 5120 (640 programs: 245 against 192 µs)
+# nor float inputs (4096: 201 against 177 µs); programs of one warp and 4 channels were slower
+# than these tiles at every shape (docs/sweeps/scan_config_small_ctas_h100.json).
+# H100, int8, graph-timed through the real dispatch (first of two rounds; the second within
+# 1%), µs default -> these tiles
 # (benchmarks/scan_few_programs_ab.py, docs/sweeps/scan_few_programs_ab_h100.json): d_inner 4096
 # at 1024 / 2048 / 4096 steps 83.9 -> 78.6, 167.2 -> 152.5, 329.5 -> 300.2; 512 steps at 3072 /
 # 2048 / 1536: 41.2 -> 34.0, 35.7 -> 27.8, 34.9 -> 26.5. Whole W8A8 prefills, A/B twice
@@ -564,7 +566,7 @@ def _chunked_config(batch: int, dim: int, block_n: int, device: torch.device,
         if batch * triton.cdiv(dim, wide[0]) >= _WIDE_MIN_PROGRAMS_PER_SM * _num_sms(device):
             return wide
     few = _CHUNKED_CONFIG_FEW
-    if few is not None and is_int8 and not interpret_mode() and block_n // few[3] * few[0] >= 32 * few[2]:
+    if few is not None and is_int8 and not interpret_mode() and block_n == 16:
         if batch * triton.cdiv(dim, few[0]) <= _FEW_MAX_PROGRAMS_PER_SM * _num_sms(device):
             return few
     block_d, chunk, num_warps, state_rows = _CHUNKED_CONFIG

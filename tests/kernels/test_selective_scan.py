@@ -230,19 +230,6 @@ def test_selective_scan_small_tiles_for_few_programs(monkeypatch):
     assert pick(1, 4096) == narrow
 
 
-@pytest.mark.skipif(not GPU, reason="the interpreter never picks the small tiles (the layout test runs them there)")
-def test_selective_scan_small_tiles_match_reference(monkeypatch):
-    """A prefill with few programs takes the small tiles (spied) and matches the reference."""
-    picked = []
-    real = scan_mod._chunked_config
-    monkeypatch.setattr(scan_mod, "_chunked_config", lambda *a: picked.append(real(*a)) or picked[-1])
-    args = _int8_case(1, 300, 1280, 16, torch.device("cuda"))
-    y, h = selective_scan_int8(**args)
-    ref_y, ref_h = selective_scan_int8_ref(**args)
-    assert picked == [scan_mod._CHUNKED_CONFIG_FEW]
-    assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
-
-
 def test_selective_scan_segments_rule(monkeypatch):
     """One sequence is cut into segments only where it leaves the GPU short of programs (the
     narrower models), into a power of two of at least 512 steps each."""
@@ -258,16 +245,19 @@ def test_selective_scan_segments_rule(monkeypatch):
     assert count(2048, 5120) == 3 and count(2, 5120) == 2
 
 
-@pytest.mark.skipif(not GPU, reason="the interpreter never picks the wide tiles (the layout test runs their row count there, BLOCK_D clamped to 16)")
-def test_selective_scan_wide_tiles_match_reference(monkeypatch):
-    """A prefill with programs enough for the wide tiles (spied) matches the reference."""
+@pytest.mark.skipif(not GPU, reason="the interpreter never picks the wide or small tiles (the layout test runs "
+                    "their configs there, BLOCK_D clamped to 16)")
+@pytest.mark.parametrize("batch,config", [(8, "_CHUNKED_CONFIG_WIDE"), (1, "_CHUNKED_CONFIG_FEW")])
+def test_selective_scan_tile_rules_match_reference(batch, config, monkeypatch):
+    """A prefill with programs enough for the wide tiles (8 sequences), or few enough for the
+    small ones (one), takes them (spied) and matches the reference."""
     picked = []
     real = scan_mod._chunked_config
     monkeypatch.setattr(scan_mod, "_chunked_config", lambda *a: picked.append(real(*a)) or picked[-1])
-    args = _int8_case(8, 300, 1280, 16, torch.device("cuda"))
+    args = _int8_case(batch, 300, 1280, 16, torch.device("cuda"))
     y, h = selective_scan_int8(**args)
     ref_y, ref_h = selective_scan_int8_ref(**args)
-    assert picked == [scan_mod._CHUNKED_CONFIG_WIDE]
+    assert picked == [getattr(scan_mod, config)]
     assert rel_err(y, ref_y) < Y_TOL and rel_err(h, ref_h) < STATE_TOL
 
 
